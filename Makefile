@@ -1,0 +1,37 @@
+# cartwise: the one task file. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help venv services test demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed  ## create the virtualenv and install cartwise with its pinned dependencies
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+services:  ## make sure the local PostgreSQL and Redis answer (starts them when they are down)
+	@bash .ci/services
+
+test: venv services  ## run the test suite against real PostgreSQL and Redis
+	$(PY) -m pytest
+
+demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_URL/REDIS_URL)
+	env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA) $(PY) -m governance.demo
+
+bench: venv services  ## run the benchmarks, write benchmarks/results/latest.json
+	$(PY) -m benchmarks
+
+clean:  ## remove generated data (stops nothing; the embedded PostgreSQL lives in $(DATA)/pg)
+	rm -rf $(DATA)/sim $(DATA)/reports

@@ -1,0 +1,1 @@
+"""Governed data foundation: source tables, schemas, cleaning, pseudonymisation and audited ingest."""

@@ -1,0 +1,146 @@
+"""Database access: the one place that turns settings into a PostgreSQL connection.
+
+With `DATABASE_URL` unset, cartwise starts (or reuses) an embedded PostgreSQL from the
+`pgserver` wheel under `<data_dir>/pg`, and leaves it running so the feature pipeline, Feast,
+training and serving (separate programs) all reach the same database.
+
+    python -m governance.db migrate     # apply Alembic migrations
+    python -m governance.db url         # print the SQLAlchemy URL in use
+    eval "$(python -m governance.db env)"   # export what feature_store.yaml reads
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg2
+import psycopg2.extensions
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from governance.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def embedded_server_url(data_dir: Path) -> str:
+    """Start (or find running) the embedded PostgreSQL and return its libpq URI."""
+    import pgserver  # heavy and only needed on the embedded path
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, other programs reuse it.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri()
+
+
+@lru_cache(maxsize=4)
+def _resolved_url(database_url: str | None, data_dir: str) -> str:
+    raw = database_url or embedded_server_url(Path(data_dir))
+    url = make_url(raw)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)
+
+
+def sqlalchemy_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return _resolved_url(settings.database_url, str(settings.data_dir))
+
+
+def libpq_params(settings: Settings | None = None) -> dict[str, str]:
+    """host/port/dbname/user/password as libpq takes them (host may be a socket folder)."""
+    url = make_url(sqlalchemy_url(settings))
+    query = {k: (v if isinstance(v, str) else v[0]) for k, v in url.query.items()}
+    return {
+        "host": query.get("host", url.host or "localhost"),
+        "port": str(url.port or query.get("port", 5432)),
+        "dbname": url.database or "postgres",
+        "user": url.username or "postgres",
+        "password": url.password or "",
+    }
+
+
+def connect(settings: Settings | None = None) -> psycopg2.extensions.connection:
+    """A raw psycopg2 connection, for COPY and explicit transactions."""
+    return psycopg2.connect(**{k: v for k, v in libpq_params(settings).items() if v != ""})
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[psycopg2.extensions.cursor]:
+    """One transaction: committed on success, rolled back on any error."""
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def engine(settings: Settings | None = None) -> sa.Engine:
+    return sa.create_engine(sqlalchemy_url(settings), pool_pre_ping=True)
+
+
+def migrate(settings: Settings | None = None, revision: str = "head") -> None:
+    """Apply the versioned schema (Alembic); safe to call on every start."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "governance:migrations")
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(settings).replace("%", "%%"))
+    command.upgrade(cfg, revision)
+
+
+def feast_env(settings: Settings | None = None) -> dict[str, str]:
+    """Environment that `feature_repo/feature_store.yaml` reads through `${...}`."""
+    settings = settings or get_settings()
+    pg = libpq_params(settings)
+    registry = make_url(sqlalchemy_url(settings)).set(drivername="postgresql+psycopg")
+    if settings.redis_url:
+        parts = urlsplit(settings.redis_url)
+        conn = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        db = (parts.path or "/0").lstrip("/") or "0"
+        if parts.password:
+            conn += f",password={parts.password}"
+        online = f"{{type: redis, connection_string: '{conn},db={db}'}}"
+    else:
+        sqlite_path = (settings.data_dir / "online_store.db").resolve()
+        online = f"{{type: sqlite, path: '{sqlite_path}'}}"
+    return {
+        "CARTWISE_FEAST_PROJECT": settings.feast_project,
+        "CARTWISE_PG_HOST": pg["host"],
+        "CARTWISE_PG_PORT": pg["port"],
+        "CARTWISE_PG_DB": pg["dbname"],
+        "CARTWISE_PG_USER": pg["user"],
+        "CARTWISE_PG_PASSWORD": pg["password"],
+        "CARTWISE_REGISTRY_URL": registry.render_as_string(hide_password=False),
+        "CARTWISE_ONLINE_STORE": online,
+    }
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m governance.db", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["migrate", "url", "env"])
+    args = parser.parse_args()
+    if args.command == "migrate":
+        migrate()
+        print("migrations applied")
+    elif args.command == "url":
+        print(sqlalchemy_url())
+    else:
+        import shlex
+
+        for key, value in feast_env().items():
+            print(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    _main()
