@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -24,10 +25,16 @@ REDIS_URL = os.environ.get("CARTWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TEST_PSEUDONYM_KEY = "test-pseudonym-key"
 
 
-def _admin():
+@contextmanager
+def _admin_cursor():
+    # CREATE/DROP DATABASE cannot run in a transaction; psycopg2's `with conn` opens one.
     conn = psycopg2.connect(ADMIN_URL)
     conn.autocommit = True
-    return conn
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 def _url_for(database: str) -> str:
@@ -35,14 +42,14 @@ def _url_for(database: str) -> str:
 
 
 def _drop(database: str) -> None:
-    with _admin() as conn, conn.cursor() as cur:
+    with _admin_cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
 def template_database() -> str:
     name = f"cw_tmpl_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn, conn.cursor() as cur:
+    with _admin_cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     migrate(Settings(database_url=_url_for(name), pseudonym_key=TEST_PSEUDONYM_KEY))
     yield name
@@ -51,7 +58,7 @@ def template_database() -> str:
 
 def make_database(template: str) -> str:
     name = f"cw_test_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn, conn.cursor() as cur:
+    with _admin_cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return name
 

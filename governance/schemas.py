@@ -1,0 +1,123 @@
+"""What a valid row is: one Pandera `DataFrameModel` per source table.
+
+These models are the only definition of validity. Batch ingest, the Online Retail adapter and
+the HTTP `/events` endpoint all validate through them (see `governance.validation`), so a row
+that is good in one entry point is good in all. `docs/data-contract.md` is the prose form.
+
+Each `*Record` model describes an incoming row, before pseudonymisation; each `Clean*` model
+describes the row as stored in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+EVENT_TYPES = ("impression", "search", "view", "click", "add_to_cart", "purchase", "return")
+INTENTS = ("buy_product", "browse_category", "compare_prices", "product_info")
+
+# Personal data a shop may send with a user; accepted in the file and dropped before validation,
+# so it never reaches a DataFrame that is written anywhere.
+PII_COLUMNS = ("email", "full_name", "name", "address", "phone")
+
+UTC_TS = {"unit": "ns", "tz": "UTC"}
+PSEUDONYM_REGEX = r"^u_[0-9a-f]{20}$"
+
+
+class _Strict:
+    strict = True
+    coerce = True
+
+
+class UserRecord(pa.DataFrameModel):
+    user_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    country: Optional[Series[str]] = pa.Field(nullable=True)
+    signup_at: Optional[Series[pd.DatetimeTZDtype]] = pa.Field(nullable=True, dtype_kwargs=UTC_TS)
+
+    class Config(_Strict):
+        name = "users"
+
+
+class CleanUsers(UserRecord):
+    user_id: Series[str] = pa.Field(str_matches=PSEUDONYM_REGEX, unique=True)
+
+
+class ItemRecord(pa.DataFrameModel):
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    title: Series[str] = pa.Field(str_length={"min_value": 1})
+    category_path: Series[str] = pa.Field(str_length={"min_value": 1})
+    brand: Optional[Series[str]] = pa.Field(nullable=True)
+    price: Series[float] = pa.Field(gt=0)
+    listed_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
+
+    class Config(_Strict):
+        name = "items"
+
+
+class CleanItems(ItemRecord):
+    item_id: Series[str] = pa.Field(unique=True)
+    category: Series[str] = pa.Field(str_length={"min_value": 1})
+
+
+class EventRecord(pa.DataFrameModel):
+    event_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    user_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    session_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    event_type: Series[str] = pa.Field(isin=EVENT_TYPES)
+    item_id: Series[str] = pa.Field(nullable=True)
+    query: Series[str] = pa.Field(nullable=True)
+    position: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    list_id: Series[str] = pa.Field(nullable=True)
+    quantity: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    price: Series[float] = pa.Field(nullable=True, gt=0)
+    event_ts: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
+
+    class Config(_Strict):
+        name = "events"
+
+    # Requirements that depend on the event type; element-wise so each bad row is named.
+    @pa.dataframe_check(name="item_id_required_unless_search")
+    def _item_required(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["event_type"] == "search") | df["item_id"].notna()
+
+    @pa.dataframe_check(name="query_required_for_search")
+    def _query_required(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["event_type"] != "search") | df["query"].notna()
+
+    @pa.dataframe_check(name="list_and_position_required_for_impression")
+    def _impression_fields(cls, df: pd.DataFrame) -> Series[bool]:
+        is_impression = df["event_type"] == "impression"
+        return ~is_impression | (df["list_id"].notna() & df["position"].notna())
+
+    @pa.dataframe_check(name="quantity_and_price_required_for_purchase_or_return")
+    def _purchase_fields(cls, df: pd.DataFrame) -> Series[bool]:
+        is_sale = df["event_type"].isin(["purchase", "return"])
+        return ~is_sale | (df["quantity"].notna() & df["price"].notna())
+
+
+class CleanEvents(EventRecord):
+    event_id: Series[str] = pa.Field(unique=True)
+    user_id: Series[str] = pa.Field(str_matches=PSEUDONYM_REGEX)
+    is_bot: Series[bool]
+
+
+class LabelledQueryRecord(pa.DataFrameModel):
+    query: Series[str] = pa.Field(str_length={"min_value": 1})
+    intent: Series[str] = pa.Field(str_length={"min_value": 1})
+    category: Series[str] = pa.Field(nullable=True)
+
+    class Config(_Strict):
+        name = "labelled_queries"
+
+
+CleanLabelledQueries = LabelledQueryRecord
+
+RECORD_MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "users": UserRecord,
+    "items": ItemRecord,
+    "events": EventRecord,
+    "labelled_queries": LabelledQueryRecord,
+}

@@ -1,0 +1,342 @@
+"""Train the query-intent model and ship whichever candidate wins on validation.
+
+    python -m training.intent --out runs                         # labelled_queries via settings
+    python -m training.intent --csv shop.csv --out runs          # query,label[,category]
+    python -m training.intent --weak-labels --lr-grid 3e-5,1e-4  # add weak labels, tune lr
+
+Candidates, all on the same query-disjoint split: TF-IDF + logistic regression, logistic
+regression on frozen MiniLM embeddings, the MiniLM fine-tune (two heads, early stopping on
+validation), and the fine-tune/TF-IDF probability average. The one with the best validation
+score ships; the test split is read once, for the report. Weak labels only ever go into the
+training split, so validation and test stay human-labelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from training.common import (autocast, minilm_path, pick_device, run_dir, seed_everything,
+                             tb_writer)
+from training.intent_model import (IGNORE, IntentLoss, IntentNet, IntentPredictor, embed,
+                                   load_encoder, tokenize)
+from training.metrics import classification_metrics
+from training.report import plot_confusion, write_report
+
+FEATURE_SERVICE = "intent_v1"
+MODEL_NAME = "cartwise-intent"
+
+
+@dataclass
+class IntentTrainArgs:
+    out_dir: str = "runs"
+    csv: str | None = None
+    weak_labels: bool = False
+    max_len: int = 32
+    batch_size: int = 32
+    epochs: int = 4
+    lr_grid: tuple[float, ...] = (5e-5,)
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    label_smoothing: float = 0.1
+    category_weight: float = 1.0
+    patience: int = 2            # evaluations without improvement before stopping
+    eval_every: int = 0          # steps between validations; 0 = once per epoch
+    max_steps: int = 0           # 0 = no cap (tests use a handful)
+    grad_clip: float = 1.0
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    tensorboard: bool = True
+    save_model: bool = False     # put the winner in the BentoML model store
+    candidates: tuple[str, ...] = field(default=("tfidf_lr", "embed_lr", "finetune", "ensemble"))
+
+
+# ---------------------------------------------------------------- data
+
+def load_labelled(settings) -> pd.DataFrame:
+    from governance.db import engine
+
+    with engine(settings).connect() as conn:
+        return pd.read_sql_query(
+            "SELECT query, intent, category, source, batch_id FROM labelled_queries "
+            "ORDER BY query_id", conn)
+
+
+def load_csv(path: str | Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    if "intent" not in df:
+        df = df.rename(columns={"label": "intent"})
+    if "category" not in df:
+        df["category"] = None
+    df["source"] = df.get("source", "csv")
+    return df[["query", "intent", "category", "source"]]
+
+
+def split_queries(df: pd.DataFrame, val_frac: float, test_frac: float, seed: int):
+    """Split by distinct query text, stratified by intent where every class allows it,
+    so the same query never sits on both sides."""
+    from sklearn.model_selection import train_test_split
+
+    firsts = df.drop_duplicates("query")[["query", "intent"]]
+    strat = firsts["intent"] if firsts["intent"].value_counts().min() >= 3 else None
+    rest, test = train_test_split(firsts, test_size=test_frac, random_state=seed, stratify=strat)
+    strat2 = rest["intent"] if strat is not None else None
+    train, val = train_test_split(rest, test_size=val_frac / (1 - test_frac), random_state=seed,
+                                  stratify=strat2)
+    pick = lambda part: df[df["query"].isin(set(part["query"]))].reset_index(drop=True)
+    return pick(train), pick(val), pick(test)
+
+
+def encode_labels(df: pd.DataFrame, intents: list[str], categories: list[str]):
+    ii = {v: i for i, v in enumerate(intents)}
+    ci = {v: i for i, v in enumerate(categories)}
+    y_i = df["intent"].map(ii).fillna(-1).astype(int).to_numpy()
+    y_c = df["category"].map(ci).fillna(IGNORE).astype(int).to_numpy()
+    return y_i, y_c
+
+
+# ---------------------------------------------------------------- candidates
+
+def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int) -> dict:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    def model():
+        lr = LogisticRegression(max_iter=2000, C=10.0 if kind == "tfidf_lr" else 1.0,
+                                random_state=seed)
+        if kind == "tfidf_lr":
+            return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
+                                                 analyzer="char_wb", min_df=1), lr)
+        return lr
+
+    out = {"intent": model().fit(x_train, y_i)}
+    has_cat = y_c != IGNORE
+    if len(np.unique(y_c[has_cat])) >= 2:
+        sub = [x for x, keep in zip(x_train, has_cat) if keep] if kind == "tfidf_lr" \
+            else x_train[has_cat]
+        out["category"] = model().fit(sub, y_c[has_cat])
+    return out
+
+
+def score(pred: IntentPredictor, df: pd.DataFrame) -> dict:
+    ip, cp = pred.predict_proba(df["query"].tolist())
+    y_i, y_c = encode_labels(df, pred.intents, pred.categories)
+    res = {"intent": classification_metrics(
+        [pred.intents[i] if i >= 0 else "?" for i in y_i],
+        [pred.intents[i] for i in ip.argmax(1)], pred.intents)}
+    keep = y_c != IGNORE
+    if pred.categories and keep.any():
+        res["category"] = classification_metrics(
+            [pred.categories[i] for i in y_c[keep]],
+            [pred.categories[i] for i in cp[keep].argmax(1)], pred.categories)
+    parts = [res["intent"]["macro_f1"]] + ([res["category"]["macro_f1"]] if "category" in res else [])
+    res["selection_score"] = float(np.mean(parts))
+    return res
+
+
+def finetune(args: IntentTrainArgs, lr: float, train: pd.DataFrame, val: pd.DataFrame,
+             intents, categories, device, writer, tag: str):
+    """One fine-tune at one learning rate; returns (net, tokenizer, best val score, history)."""
+    gen = seed_everything(args.seed)
+    encoder, tokenizer = load_encoder(minilm_path())
+    net = IntentNet(encoder, len(intents), len(categories)).to(device)
+    loss_fn = IntentLoss(net, args.label_smoothing, args.category_weight)
+    y_i, y_c = encode_labels(train, intents, categories)
+    texts = train["query"].tolist()
+    steps_per_epoch = max(1, int(np.ceil(len(texts) / args.batch_size)))
+    total = steps_per_epoch * args.epochs
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    decay = [p for n, p in net.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    warm = max(1, int(args.warmup_frac * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    eval_every = args.eval_every or steps_per_epoch
+    best, best_state, bad, history, step = -1.0, None, 0, [], 0
+    bar = tqdm(total=total, desc=f"intent {tag}", leave=False)
+    while step < total and bad < args.patience:
+        order = torch.randperm(len(texts), generator=gen).tolist()
+        for start in range(0, len(order), args.batch_size):
+            idx = order[start:start + args.batch_size]
+            batch = {k: v.to(device) for k, v in
+                     tokenize(tokenizer, [texts[i] for i in idx], args.max_len).items()}
+            net.train()
+            with autocast(device):
+                loss, _, _ = loss_fn(**batch, intent=torch.as_tensor(y_i[idx], device=device),
+                                     category=torch.as_tensor(y_c[idx], device=device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if writer:
+                writer.add_scalar(f"{tag}/train_loss", loss.item(), step)
+            if step % eval_every == 0 or step == total:
+                val_score = score(IntentPredictor("finetune", intents, categories, args.max_len,
+                                                  net, tokenizer), val)["selection_score"]
+                history.append({"step": step, "val_selection_score": val_score,
+                                "train_loss": float(loss.item())})
+                if writer:
+                    writer.add_scalar(f"{tag}/val_selection_score", val_score, step)
+                if val_score > best:
+                    best, bad = val_score, 0
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    bad += 1
+            if step >= total or bad >= args.patience:
+                break
+    bar.close()
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, tokenizer, best, history
+
+
+def train(args: IntentTrainArgs, data: pd.DataFrame | None = None, settings=None,
+          weak: pd.DataFrame | None = None) -> dict:
+    """Train every candidate, ship the validation winner, write the run report."""
+    t0 = time.time()
+    if data is None:
+        data = load_csv(args.csv) if args.csv else load_labelled(settings)
+    data = data.assign(category=data["category"].where(data["category"].notna(), None))
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    folder = run_dir(args.out_dir, "intent")
+    writer = tb_writer(folder, args.tensorboard)
+    train_df, val_df, test_df = split_queries(data, args.val_frac, args.test_frac, args.seed)
+    if args.weak_labels or weak is not None:
+        if weak is None:
+            from training.weak_labels import weak_labels
+
+            weak = weak_labels(settings)
+        # Weak rows for queries held out for evaluation would leak their answers.
+        held = set(val_df["query"]) | set(test_df["query"])
+        train_df = pd.concat([train_df, weak[~weak["query"].isin(held)]], ignore_index=True)
+    intents = sorted(data["intent"].unique().tolist())
+    categories = sorted(set(data["category"].dropna()) |
+                        set(train_df["category"].dropna()))
+    train_df = train_df[train_df["intent"].isin(intents)].reset_index(drop=True)
+    y_i, y_c = encode_labels(train_df, intents, categories)
+    texts = train_df["query"].tolist()
+
+    preds: dict[str, IntentPredictor] = {}
+    timings, tuning = {}, []
+    if "tfidf_lr" in args.candidates or "ensemble" in args.candidates:
+        s = time.time()
+        preds["tfidf_lr"] = IntentPredictor("tfidf_lr", intents, categories, args.max_len,
+                                            sklearn=fit_sklearn(texts, y_i, y_c, "tfidf_lr",
+                                                                args.seed))
+        timings["tfidf_lr"] = time.time() - s
+    if "embed_lr" in args.candidates:
+        s = time.time()
+        enc, tok = load_encoder(minilm_path())
+        x = embed(enc, tok, texts, args.max_len)
+        preds["embed_lr"] = IntentPredictor("embed_lr", intents, categories, args.max_len,
+                                            net=IntentNet(enc, len(intents), len(categories)),
+                                            tokenizer=tok,
+                                            sklearn=fit_sklearn(x, y_i, y_c, "embed_lr", args.seed))
+        timings["embed_lr"] = time.time() - s
+    if "finetune" in args.candidates or "ensemble" in args.candidates:
+        s = time.time()
+        best = None
+        for lr in args.lr_grid:
+            net, tok, val_score, hist = finetune(args, lr, train_df, val_df, intents, categories,
+                                                 device, writer, tag=f"lr{lr:g}")
+            tuning.append({"lr": lr, "best_val_selection_score": val_score, "history": hist})
+            if best is None or val_score > best[2]:
+                best = (net, tok, val_score, lr)
+        net = best[0].to("cpu")
+        preds["finetune"] = IntentPredictor("finetune", intents, categories, args.max_len,
+                                            net, best[1])
+        timings["finetune"] = time.time() - s
+        if "ensemble" in args.candidates:
+            preds["ensemble"] = IntentPredictor("ensemble", intents, categories, args.max_len,
+                                                net, best[1], preds["tfidf_lr"].sklearn, 0.5)
+    preds = {k: v for k, v in preds.items() if k in args.candidates}
+
+    val_scores = {k: score(p, val_df) for k, p in preds.items()}
+    winner = max(val_scores, key=lambda k: val_scores[k]["selection_score"])
+    test_scores = {k: score(p, test_df) for k, p in preds.items()}
+    shipped = preds[winner]
+    plot_confusion(folder / "confusion_intent.png", test_scores[winner]["intent"]["confusion"],
+                   intents, f"intent ({winner}), test")
+    if "category" in test_scores[winner] and len(categories) <= 40:
+        plot_confusion(folder / "confusion_category.png",
+                       test_scores[winner]["category"]["confusion"], categories,
+                       f"category ({winner}), test")
+    lineage = {"sources": sorted(data["source"].dropna().astype(str).unique().tolist())
+               if "source" in data else [],
+               "batch_ids": sorted(int(b) for b in data["batch_id"].dropna().unique())
+               if "batch_id" in data else [],
+               "rows": {"train": len(train_df), "val": len(val_df), "test": len(test_df),
+                        "weak_in_train": int((train_df.get("source") == "weak").sum())}}
+    body = {"args": args, "winner": winner, "feature_service": FEATURE_SERVICE,
+            "intents": intents, "categories": categories, "validation": val_scores,
+            "test": test_scores, "tuning": tuning, "fit_seconds": timings, "lineage": lineage,
+            "device": str(device), "wall_seconds": time.time() - t0}
+    report = write_report(folder, "intent", body)
+    if writer:
+        writer.close()
+    result = {"predictor": shipped, "winner": winner, "folder": folder, "report": report,
+              "validation": val_scores, "test": test_scores, "lineage": lineage,
+              "candidates": preds}
+    if args.save_model:
+        from training.store import save_intent
+
+        result["tag"] = save_intent(shipped, metrics={"validation": val_scores[winner],
+                                                      "test": test_scores[winner]},
+                                    lineage=lineage)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.intent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(IntentTrainArgs):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name in ("lr_grid", "candidates"):
+            p.add_argument(flag, default=",".join(map(str, f.default if f.default is not
+                                                      dataclasses.MISSING else f.default_factory())))
+        else:
+            typ = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=typ, default=f.default)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ns = vars(_parser().parse_args(argv))
+    ns["lr_grid"] = tuple(float(x) for x in str(ns["lr_grid"]).split(",") if x)
+    ns["candidates"] = tuple(x for x in str(ns["candidates"]).split(",") if x)
+    args = IntentTrainArgs(**ns)
+    from governance.settings import get_settings
+
+    res = train(args, settings=None if args.csv else get_settings())
+    print(f"winner: {res['winner']}  report: {res['report']}")
+    for k, v in res["validation"].items():
+        print(f"  {k:9s} val score {v['selection_score']:.4f}  "
+              f"test intent acc {res['test'][k]['intent']['accuracy']:.4f} "
+              f"macro-F1 {res['test'][k]['intent']['macro_f1']:.4f}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

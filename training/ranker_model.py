@@ -1,0 +1,210 @@
+"""CTR ranker: DCN-v2 (Wang et al. 2021) over hashed ids, standardised dense features and
+text-embedding vectors, plus the loss wrapper and the saved bundle serving loads.
+
+The feature columns are discovered from the training frame, not hard-coded, so a feature
+service can grow a column without a code change here:
+    ids      user_id, item_id and every string column (e.g. item_category) -> hashed embeddings
+    dense    every numeric column (e.g. query_item_cosine) -> standardised with train stats
+    vectors  every list/array column (e.g. item_title_embedding) -> a learned projection
+Keys, the label and oracle-only columns (p_click) are never features.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.common import KEY_COLUMNS
+
+ID_COLUMNS = ("user_id", "item_id")
+NEVER_FEATURES = set(KEY_COLUMNS) | {"p_click", "session_id", "batch_id", "query"}
+
+
+def hash_ids(values, buckets: int) -> np.ndarray:
+    """Stable across processes and machines (unlike Python's salted hash()); bucket 0 is
+    reserved for missing values."""
+    s = pd.Series(values, dtype="object")
+    missing = s.isna().to_numpy()
+    h = pd.util.hash_array(s.fillna("").astype(str).to_numpy(dtype=object))
+    out = (h % np.uint64(buckets - 1)).astype(np.int64) + 1
+    out[missing] = 0
+    return out
+
+
+def _is_vector(series: pd.Series) -> bool:
+    first = series.dropna().head(1)
+    return len(first) == 1 and isinstance(first.iloc[0], (list, tuple, np.ndarray))
+
+
+@dataclass
+class FeatureSpec:
+    sparse: list[str]
+    dense: list[str]
+    vectors: dict[str, int]
+    buckets: int
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @classmethod
+    def discover(cls, frame: pd.DataFrame, buckets: int = 2**15,
+                 feature_names: list[str] | None = None) -> "FeatureSpec":
+        """Fit column roles and the dense standardisation on the (training) frame."""
+        cols = [c for c in frame.columns if c not in NEVER_FEATURES]
+        if feature_names is not None:
+            wanted = set(feature_names)
+            cols = [c for c in cols if c in wanted or c.split("__")[-1] in wanted]
+        sparse = [c for c in ID_COLUMNS if c in frame]
+        dense, vectors = [], {}
+        for c in cols:
+            s = frame[c]
+            if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+                dense.append(c)
+            elif _is_vector(s):
+                vectors[c] = len(s.dropna().iloc[0])
+            elif pd.api.types.is_datetime64_any_dtype(s):
+                continue
+            else:
+                sparse.append(c)
+        spec = cls(sparse, dense, vectors, buckets)
+        x = frame[dense].astype(float).to_numpy() if dense else np.zeros((len(frame), 0))
+        mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(dense))
+        std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
+        spec.mean = mean.tolist()
+        spec.std = np.where(std > 1e-12, std, 1.0).tolist()
+        return spec
+
+    def encode(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+        n = len(frame)
+        ids = np.stack([hash_ids(frame[c].to_numpy(), self.buckets) if c in frame
+                        else np.zeros(n, np.int64) for c in self.sparse], axis=1) \
+            if self.sparse else np.zeros((n, 0), np.int64)
+        if self.dense:
+            x = frame[self.dense].astype(float).to_numpy()
+            # Missing values become the training mean (0 after standardisation).
+            x = np.nan_to_num((x - np.asarray(self.mean)) / np.asarray(self.std))
+        else:
+            x = np.zeros((n, 0))
+        vecs = []
+        for c, dim in self.vectors.items():
+            v = np.zeros((n, dim), np.float32)
+            for i, val in enumerate(frame[c].to_numpy()):
+                if val is not None and not (np.isscalar(val) and pd.isna(val)):
+                    v[i] = np.asarray(val, np.float32)
+            vecs.append(v)
+        out = {"ids": torch.from_numpy(ids), "dense": torch.from_numpy(x.astype(np.float32)),
+               "vectors": torch.from_numpy(np.concatenate(vecs, 1) if vecs
+                                           else np.zeros((n, 0), np.float32))}
+        if "label" in frame:
+            out["label"] = torch.as_tensor(frame["label"].to_numpy(dtype=np.float32))
+        return out
+
+
+@dataclass
+class RankerConfig:
+    n_sparse: int
+    n_dense: int
+    vector_dim: int
+    buckets: int = 2**15
+    emb_dim: int = 16
+    vector_proj: int = 16
+    cross_layers: int = 3
+    deep: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+
+
+class CrossLayer(nn.Module):
+    """x_{l+1} = x0 * (W x_l + b) + x_l: explicit feature crosses of bounded degree."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.lin = nn.Linear(width, width)
+
+    def forward(self, x0, x):
+        return x0 * self.lin(x) + x
+
+
+class DCNv2(nn.Module):
+    def __init__(self, cfg: RankerConfig):
+        super().__init__()
+        self.cfg = cfg
+        # One table per id field: user and item ids must not share (and collide in) one space.
+        self.embeddings = nn.ModuleList(nn.Embedding(cfg.buckets, cfg.emb_dim)
+                                        for _ in range(cfg.n_sparse))
+        self.vector_proj = nn.Linear(cfg.vector_dim, cfg.vector_proj) if cfg.vector_dim else None
+        width = cfg.n_sparse * cfg.emb_dim + cfg.n_dense + (cfg.vector_proj if cfg.vector_dim else 0)
+        self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cfg.cross_layers))
+        layers, prev = [], width
+        for h in cfg.deep:
+            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            prev = h
+        self.deep = nn.Sequential(*layers)
+        self.head = nn.Linear(width + prev, 1)
+        for emb in self.embeddings:
+            nn.init.normal_(emb.weight, std=0.01)
+
+    def forward(self, ids, dense, vectors):
+        parts = [emb(ids[:, i]) for i, emb in enumerate(self.embeddings)] + [dense]
+        if self.vector_proj is not None:
+            parts.append(self.vector_proj(vectors))
+        x0 = torch.cat(parts, dim=1)
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        return self.head(torch.cat([x, self.deep(x0)], dim=1)).squeeze(-1)
+
+
+class RankerTrain(nn.Module):
+    """Loss wrapper (torchrec DLRMTrain style): the model stays a pure scorer for serving."""
+
+    def __init__(self, model: DCNv2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        logits = self.model(batch["ids"], batch["dense"], batch["vectors"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
+        return loss, logits.detach()
+
+
+class RankerBundle:
+    """Model + feature spec: everything needed to score a frame exactly as in training."""
+
+    def __init__(self, model: DCNv2, spec: FeatureSpec):
+        self.model = model.eval()
+        self.spec = spec
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+        enc = self.spec.encode(frame)
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, len(frame), batch_size):
+            b = {k: enc[k][i:i + batch_size].to(device) for k in ("ids", "dense", "vectors")}
+            out.append(torch.sigmoid(self.model(**b).float()).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), folder / "model.pt")
+        (folder / "ranker.json").write_text(json.dumps(
+            {"config": asdict(self.model.cfg), "spec": asdict(self.spec)}, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "RankerBundle":
+        folder = Path(folder)
+        meta = json.loads((folder / "ranker.json").read_text())
+        cfg = meta["config"]
+        cfg["deep"] = tuple(cfg["deep"])
+        model = DCNv2(RankerConfig(**cfg))
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True,
+                                         map_location="cpu"))
+        return cls(model, FeatureSpec(**meta["spec"]))
