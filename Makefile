@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
+DEMO_EVENTS ?= 300000
+DEMO_DAYS ?= 14
+RETAIL ?= ../shared/data/online_retail/online_retail.csv.gz
+# The demo runs on embedded defaults: no DATABASE_URL/REDIS_URL, everything under $(DATA).
+EMBEDDED := env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -28,7 +33,14 @@ test: venv services  ## run the test suite against real PostgreSQL and Redis
 	$(PY) -m pytest
 
 demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_URL/REDIS_URL)
-	env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA) $(PY) -m governance.demo
+	$(EMBEDDED) $(PY) -m governance.db migrate
+	$(EMBEDDED) $(PY) -m governance.simulate --out $(DATA)/sim --events $(DEMO_EVENTS) --days $(DEMO_DAYS)
+	$(EMBEDDED) $(PY) -m governance.ingest sim $(DATA)/sim > $(DATA)/ingest-sim.jsonl
+	@if [ -f "$(RETAIL)" ]; then \
+	  $(EMBEDDED) $(PY) -m governance.ingest online-retail "$(RETAIL)" > $(DATA)/ingest-retail.jsonl; \
+	else echo "Online Retail file not found at $(RETAIL): skipped (set RETAIL=PATH)"; fi
+	$(EMBEDDED) $(PY) -m governance.ingest summary
+	@echo "quality reports: $(DATA)/reports/batch-*.md"
 
 bench: venv services  ## run the benchmarks, write benchmarks/results/latest.json
 	$(PY) -m benchmarks

@@ -50,7 +50,7 @@ def near_duplicates(df: pd.DataFrame, window: timedelta = NEAR_DUPLICATE_WINDOW)
     group = ["user_id", "item_id", "event_type", "list_id"]
     ordered = df.sort_values(group + ["event_ts"], kind="stable")
     keys = ordered[group].fillna("\x00")
-    same_group = (keys == keys.shift()).all(axis=1)
+    same_group = (keys == keys.shift()).fillna(False).all(axis=1)
     gap = ordered["event_ts"].diff()
     hit = same_group & (gap <= pd.Timedelta(window))
     return hit.reindex(df.index)

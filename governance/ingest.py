@@ -3,6 +3,7 @@
     python -m governance.ingest sim DIR              # a simulator output folder, in order
     python -m governance.ingest file TABLE PATH      # one contract CSV (users/items/events/labelled_queries)
     python -m governance.ingest online-retail PATH   # the UCI Online Retail log through its adapter
+    python -m governance.ingest summary              # batches, counts and quarantine reasons
 
 One call is one batch (a row in `ingest_batches`): the rows are validated lazily against the
 table's Pandera model, cleaned by the named rules of `governance.cleaning`, pseudonymised, then
@@ -111,7 +112,7 @@ def read_csv(path: Path, table: str) -> tuple[pd.DataFrame, list[dict]]:
         parse_options=pacsv.ParseOptions(invalid_row_handler=keep_malformed),
         convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                              strings_can_be_null=True, quoted_strings_can_be_null=True),
-    ).to_pandas()
+    ).to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
     bad_lines = {m["row_number"] for m in malformed if m["row_number"] is not None}
     lines = np.arange(2, len(frame) + len(malformed) + 2)
     frame.index = pd.Index(lines[~np.isin(lines, list(bad_lines))][: len(frame)], name="line")
@@ -275,7 +276,7 @@ def redact(record: dict, key: str) -> dict:
     for name, value in record.items():
         if name in PII_COLUMNS:
             continue
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or (np.ndim(value) == 0 and pd.isna(value)):
             value = None
         elif name == "user_id" and str(value).strip():
             value = pseudonymise(str(value).strip(), key)
@@ -467,6 +468,35 @@ def _print(results: list[BatchResult]) -> None:
         print(json.dumps(r.summary(), default=str))
 
 
+def summary(settings: Settings | None = None) -> str:
+    """Loaded batches per table and source, with the quarantine reasons: the demo's printout."""
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT table_name, source, count(*), sum(rows_read), sum(rows_loaded),
+                              sum(rows_quarantined), sum(rows_duplicate)
+                       FROM ingest_batches WHERE status = 'loaded'
+                       GROUP BY 1, 2 ORDER BY 2, 1""")
+        batches = cur.fetchall()
+        cur.execute("""SELECT b.source, r.reason, count(*) FROM quarantine q
+                       JOIN ingest_batches b USING (batch_id), unnest(q.reasons) AS r(reason)
+                       GROUP BY 1, 2 ORDER BY 1, 3 DESC""")
+        reasons = cur.fetchall()
+        cur.execute("SELECT count(*) FILTER (WHERE is_bot), count(*) FROM events")
+        bots, events = cur.fetchone()
+    lines = [f"{'source':<15} {'table':<17} {'batches':>7} {'read':>10} {'loaded':>10} "
+             f"{'quarantined':>11} {'duplicates':>10}"]
+    for table, source, n, read, loaded, quarantined, duplicate in batches:
+        lines.append(f"{source:<15} {table:<17} {n:>7} {read:>10,} {loaded:>10,} {quarantined:>11,} "
+                     f"{duplicate:>10,}")
+    lines.append(f"\nevents stored: {events:,}, of which flagged as bot traffic: {bots:,}")
+    lines.append("\nquarantine reasons (top 8 per source):")
+    shown: dict[str, int] = {}
+    for source, reason, n in reasons:
+        shown[source] = shown.get(source, 0) + 1
+        if shown[source] <= 8:
+            lines.append(f"  {source:<15} {n:>8,}  {reason}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m governance.ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -478,12 +508,15 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("path", type=Path)
     retail = sub.add_parser("online-retail", help="ingest the UCI Online Retail CSV")
     retail.add_argument("path", type=Path)
+    sub.add_parser("summary", help="print loaded batches and quarantine reasons")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from governance.db import migrate
 
     migrate()
-    if args.command == "sim":
+    if args.command == "summary":
+        print(summary())
+    elif args.command == "sim":
         _print(ingest_simulation(args.folder))
     elif args.command == "file":
         _print([ingest_file(args.table, args.path)])

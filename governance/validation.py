@@ -17,6 +17,8 @@ import pandera.pandas as pa
 
 from governance.schemas import PII_COLUMNS, RECORD_MODELS
 
+TEXT = pd.StringDtype("pyarrow")
+
 
 @dataclass
 class Validation:
@@ -37,16 +39,16 @@ def _parse_column(raw: pd.Series, dtype: str) -> pd.Series:
         return whole.astype("Int64")
     if dtype == "bool":
         return raw.map({"true": True, "false": False, True: True, False: False})
-    # Text: keep strings, strip surrounding blanks, empty means missing.
-    text = raw.astype("string").str.strip()
-    return text.where(text != "").astype(object).where(lambda s: s.notna(), None)
+    # Text: strip surrounding blanks; empty means missing.
+    text = raw.astype(TEXT).str.strip()
+    return text.mask(text == "")
 
 
 def parse_types(raw: pd.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cast raw (string) columns to the model's dtypes; return the typed frame and cast failures
     as rows of (index, column, reason)."""
     schema = model.to_schema()
-    typed = raw.copy()
+    typed = raw.copy(deep=False)
     failures: list[pd.DataFrame] = []
     for name, column in schema.columns.items():
         if name not in raw.columns:
@@ -54,7 +56,7 @@ def parse_types(raw: pd.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pd.D
         dtype = str(column.dtype)
         parsed = _parse_column(raw[name], dtype)
         if dtype != "str":
-            present = raw[name].notna() & (raw[name].astype("string").str.strip() != "")
+            present = (raw[name].notna() & (raw[name] != "")).fillna(False)
             bad = present & parsed.isna()
             if bad.any():
                 failures.append(pd.DataFrame({
