@@ -46,10 +46,14 @@ def exact_duplicates(df: pd.DataFrame, key: list[str], content: list[str]) -> pd
 
 
 def near_duplicates(df: pd.DataFrame, window: timedelta = NEAR_DUPLICATE_WINDOW) -> pd.Series:
-    """Same user, item, type and list within `window` of the previous such event."""
-    group = ["user_id", "item_id", "event_type", "list_id"]
+    """Same user, item, type, list, quantity and price within `window` of the previous such event.
+
+    Quantity and price are part of the key: two lines of one invoice for the same product with
+    different quantities are two purchases, not a double send.
+    """
+    group = ["user_id", "item_id", "event_type", "list_id", "quantity", "price"]
     ordered = df.sort_values(group + ["event_ts"], kind="stable")
-    keys = ordered[group].fillna("\x00")
+    keys = ordered[group].astype("string").fillna("\x00")
     same_group = (keys == keys.shift()).fillna(False).all(axis=1)
     gap = ordered["event_ts"].diff()
     hit = same_group & (gap <= pd.Timedelta(window))
@@ -66,16 +70,21 @@ def price_outliers(price: pd.Series, category: pd.Series,
 
 
 def bot_sessions(events: pd.DataFrame) -> pd.Series:
-    """True for every event of a session that behaves like a bot."""
+    """True for every event of a session that behaves like a bot.
+
+    Rates count what a person does (search, view, click, add to cart): impressions arrive a page
+    at a time and an invoice's lines share one timestamp, so neither says anything about speed.
+    """
     clicks = events["event_type"] == "click"
+    acts = events["event_type"].isin(["search", "view", "click", "add_to_cart"])
     impressions = events.loc[events["event_type"] == "impression", ["session_id", "list_id", "item_id"]]
     shown = pd.MultiIndex.from_frame(impressions.dropna())
     click_keys = pd.MultiIndex.from_frame(events[["session_id", "list_id", "item_id"]].fillna("\x00"))
     orphan = clicks & ~click_keys.isin(shown)
 
     per = pd.DataFrame({"session_id": events["session_id"], "ts": events["event_ts"],
-                        "click": clicks, "orphan": orphan})
-    stats = per.groupby("session_id").agg(n=("ts", "size"), first=("ts", "min"), last=("ts", "max"),
+                        "act": acts, "click": clicks, "orphan": orphan})
+    stats = per.groupby("session_id").agg(n=("act", "sum"), first=("ts", "min"), last=("ts", "max"),
                                           clicks=("click", "sum"), orphans=("orphan", "sum"))
     seconds = (stats["last"] - stats["first"]).dt.total_seconds().clip(lower=1.0)
     clicks_per_minute = stats["clicks"] / (seconds / 60.0)

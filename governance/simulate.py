@@ -629,7 +629,10 @@ def _write_entities(cfg, shop: _Shop, rng, out: Path, dirty, pool):
         if kind == "missing_user_id":
             r["user_id"], column = None, "user_id"
         else:
-            r["signup_at"], column = _iso(shop.end_ms + int(rng.integers(30, 900)) * DAY_MS), "signup_at"
+            # A fixed far future: relative to the simulated period it could be in the past by the
+            # time the data is ingested, and the simulator must not read the wall clock.
+            signup = _iso(shop.end_ms + int(rng.integers(30, 900)) * DAY_MS)
+            r["signup_at"], column = "2099" + signup[4:], "signup_at"
         keys.append(r["user_id"])
         columns.append(column)
     users_all = pa.concat_tables([users, pa.Table.from_pylist(extra, users.schema)])

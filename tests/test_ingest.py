@@ -115,7 +115,7 @@ def test_duplicates_are_counted_not_stored_twice(with_items):
 @pytest.fixture(scope="module")
 def tiny_sim(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")
-    simulate(SimConfig(seed=11, events=12_000, days=2, n_users=300, n_items=150), out, progress=False)
+    simulate(SimConfig(seed=11, events=20_000, days=2, n_users=1_200, n_items=150), out, progress=False)
     return out
 
 
@@ -246,3 +246,16 @@ def test_quality_report_is_written_for_people_and_machines(with_items):
                event_ts=f"2026-09-02T10:00:{i:02d}Z") for i in range(20)]), settings=settings, source="t")
     assert shifted.quality["drift"]["previous_batch"] == result.batch_id
     assert shifted.quality["drift"]["columns"]["event_type"]["shifted"]
+
+
+def test_bot_flags_match_the_simulators_ground_truth(settings, tiny_sim):
+    ingest_simulation(tiny_sim, settings=settings, progress=False)
+    truth = pd.read_parquet(tiny_sim / "truth" / "users.parquet")
+    key = settings.pseudonym_key.get_secret_value()
+    bots = {pseudonymise(u, key) for u in truth.loc[truth["is_bot"], "user_id"]}
+    stored = pd.DataFrame(rows(settings, "SELECT user_id, is_bot FROM events"), columns=["user_id", "is_bot"])
+    is_bot_user = stored["user_id"].isin(bots)
+    recall = stored.loc[is_bot_user, "is_bot"].mean()
+    false_positive_rate = stored.loc[~is_bot_user, "is_bot"].mean()
+    assert is_bot_user.any()
+    assert recall > 0.95 and false_positive_rate < 0.001
