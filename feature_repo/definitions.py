@@ -1,0 +1,318 @@
+"""cartwise Feast definitions: declarative only, over tables the feature pipeline writes.
+
+The tables and their time semantics are documented in `features/pipeline.py`: a snapshot row
+stamped T describes its entity from clean events with event_ts < T. Feature names are unique
+across views so training sets and online responses need no view prefixes.
+
+Feature services are model contracts, versioned with the model: `ranker_v1`, `intent_v1`.
+"""
+
+from datetime import timedelta
+
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    PushSource,
+    RequestSource,
+    ValueType,
+)
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+    PostgreSQLSource,
+)
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.stream_feature_view import StreamFeatureView
+from feast.types import Array, Float32, Float64, Int64, String
+
+# ---------------------------------------------------------------- entities
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
+              description="Shopper (keyed-hash pseudonym).")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
+              description="Catalogue item.")
+category = Entity(name="category", join_keys=["category"], value_type=ValueType.STRING,
+                  description="Leaf category of the catalogue tree.")
+query = Entity(name="query", join_keys=["query"], value_type=ValueType.STRING,
+               description="Search query, lower-cased and trimmed.")
+
+
+def _source(table: str) -> PostgreSQLSource:
+    return PostgreSQLSource(name=f"{table}_source", query=f"SELECT * FROM {table}",
+                            timestamp_field="event_timestamp",
+                            )
+
+
+# ---------------------------------------------------------------- batch feature views
+user_stats = FeatureView(
+    name="user_stats",
+    entities=[user],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="impressions_1h", dtype=Int64), Field(name="clicks_1h", dtype=Int64),
+        Field(name="ctr_1h", dtype=Float64),
+        Field(name="impressions_1d", dtype=Int64), Field(name="clicks_1d", dtype=Int64),
+        Field(name="ctr_1d", dtype=Float64),
+        Field(name="impressions_7d", dtype=Int64), Field(name="clicks_7d", dtype=Int64),
+        Field(name="ctr_7d", dtype=Float64),
+        Field(name="impressions_30d", dtype=Int64), Field(name="clicks_30d", dtype=Int64),
+        Field(name="ctr_30d", dtype=Float64),
+        Field(name="purchases_30d", dtype=Int64), Field(name="units_30d", dtype=Int64),
+        Field(name="spend_30d", dtype=Float64), Field(name="avg_price_paid_30d", dtype=Float64),
+        Field(name="last_event_ts_s", dtype=Int64),
+        Field(name="top_category_1", dtype=String),
+        Field(name="top_category_1_share", dtype=Float64),
+        Field(name="top_category_2", dtype=String),
+        Field(name="top_category_2_share", dtype=Float64),
+        Field(name="top_category_3", dtype=String),
+        Field(name="top_category_3_share", dtype=Float64),
+        Field(name="most_active_hour", dtype=Int64),
+        Field(name="active_hour_share", dtype=Float64),
+        Field(name="active_hours_count", dtype=Int64),
+    ],
+    source=_source("user_features"),
+    online=True,
+    description="User activity at hourly snapshots, windows [T-w, T) of clean events.",
+)
+
+item_stats = FeatureView(
+    name="item_stats",
+    entities=[item],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="item_category", dtype=String),
+        Field(name="item_impressions_7d", dtype=Int64), Field(name="item_clicks_7d", dtype=Int64),
+        Field(name="item_ctr_smoothed_7d", dtype=Float64),
+        Field(name="item_impressions_30d", dtype=Int64),
+        Field(name="item_clicks_30d", dtype=Int64),
+        Field(name="item_ctr_smoothed_30d", dtype=Float64),
+        Field(name="item_add_to_cart_rate_30d", dtype=Float64),
+        Field(name="item_conversion_rate_30d", dtype=Float64),
+        Field(name="item_purchases_30d", dtype=Int64),
+        Field(name="item_popularity_trend", dtype=Float64),
+        Field(name="item_price", dtype=Float64),
+        Field(name="item_price_rel_category", dtype=Float64),
+        Field(name="item_listed_at_s", dtype=Int64),
+        Field(name="item_age_days", dtype=Float64),
+    ],
+    source=_source("item_features"),
+    online=True,
+    description="Item engagement (smoothed CTR, cart and conversion rates, trend) and price.",
+)
+
+category_stats = FeatureView(
+    name="category_stats",
+    entities=[category],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="cat_impressions_30d", dtype=Int64), Field(name="cat_clicks_30d", dtype=Int64),
+        Field(name="cat_ctr_smoothed_30d", dtype=Float64),
+        Field(name="cat_purchases_30d", dtype=Int64), Field(name="cat_n_items", dtype=Int64),
+        Field(name="cat_median_price", dtype=Float64),
+    ],
+    source=_source("category_features"),
+    online=True,
+)
+
+user_category_affinity = FeatureView(
+    name="user_category_affinity",
+    entities=[user, category],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="uc_interactions_30d", dtype=Int64), Field(name="uc_clicks_30d", dtype=Int64),
+        Field(name="uc_purchases_30d", dtype=Int64), Field(name="uc_affinity_30d", dtype=Float64),
+    ],
+    source=_source("user_category_features"),
+    online=True,
+    description="Share of the user's last-30-day interactions that fell in the category.",
+)
+
+query_stats = FeatureView(
+    name="query_stats",
+    entities=[query],
+    ttl=timedelta(days=90),
+    schema=[
+        Field(name="searches_30d", dtype=Int64), Field(name="query_clicks_30d", dtype=Int64),
+        Field(name="query_ctr_30d", dtype=Float64),
+        Field(name="n_clicked_categories", dtype=Int64),
+        Field(name="q_top_category_1", dtype=String),
+        Field(name="q_top_category_1_share", dtype=Float64),
+        Field(name="q_top_category_2", dtype=String),
+        Field(name="q_top_category_2_share", dtype=Float64),
+        Field(name="labelled_intent", dtype=String),
+        Field(name="labelled_category", dtype=String),
+    ],
+    source=_source("query_features"),
+    online=True,
+    description="Frequent queries: categories their searchers click, labelled intent.",
+)
+
+item_title_embedding = FeatureView(
+    name="item_title_embedding",
+    entities=[item],
+    ttl=timedelta(0),  # never expires: valid until the title changes
+    schema=[Field(name="title_embedding", dtype=Array(Float32))],
+    source=_source("item_embeddings"),
+    online=True,
+    description="all-MiniLM-L6-v2 mean-pooled, L2-normalised title embedding (384).",
+)
+
+user_recent_embedding = FeatureView(
+    name="user_recent_embedding",
+    entities=[user],
+    ttl=timedelta(days=30),
+    schema=[Field(name="recent_items_embedding", dtype=Array(Float32))],
+    source=_source("user_embeddings"),
+    online=True,
+    description="Mean title embedding of the user's last 20 viewed/clicked/carted items.",
+)
+
+# ---------------------------------------------------------------- push / stream
+user_session_push = PushSource(
+    name="user_session_push",
+    batch_source=PostgreSQLSource(
+        name="user_session_features_source",
+        query="SELECT * FROM user_session_features",
+        timestamp_field="event_timestamp",
+    ),
+    description="Session state pushed by features.realtime as events arrive (online only).",
+)
+
+user_session = StreamFeatureView(
+    name="user_session",
+    source=user_session_push,
+    entities=[user],
+    ttl=timedelta(hours=2),
+    schema=[
+        Field(name="session_events", dtype=Int64), Field(name="session_views", dtype=Int64),
+        Field(name="session_clicks", dtype=Int64),
+        Field(name="session_add_to_carts", dtype=Int64),
+        Field(name="session_searches", dtype=Int64),
+        Field(name="last_viewed_items", dtype=String),
+        Field(name="last_viewed_categories", dtype=String),
+    ],
+    timestamp_field="event_timestamp",
+    online=True,
+    offline=False,
+    description="Fast session features; same values offline from user_session_features.",
+)
+
+# ---------------------------------------------------------------- on-demand views
+request_context = RequestSource(
+    name="request_context",
+    schema=[Field(name="request_ts_s", dtype=Int64)],
+    description="Unix seconds (UTC) of the request, or of the label in a training set.",
+)
+query_request = RequestSource(
+    name="query_request",
+    schema=[Field(name="query_embedding", dtype=Array(Float32))],
+    description="MiniLM embedding of the request's query (features.embeddings.embed_texts).",
+)
+
+
+@on_demand_feature_view(
+    sources=[request_context],
+    schema=[Field(name="hour_of_day", dtype=Int64), Field(name="day_of_week", dtype=Int64)],
+    mode="python",
+)
+def request_time_features(inputs: dict) -> dict:
+    """UTC hour (0-23) and ISO day of week - 1 (Monday = 0) of the request."""
+    ts = inputs["request_ts_s"]
+    return {
+        "hour_of_day": [None if t is None else (int(t) // 3600) % 24 for t in ts],
+        "day_of_week": [None if t is None else (int(t) // 86400 + 3) % 7 for t in ts],
+    }
+
+
+@on_demand_feature_view(
+    sources=[user_stats[["last_event_ts_s"]], request_context],
+    schema=[Field(name="seconds_since_last_activity", dtype=Float64)],
+    mode="python",
+)
+def user_recency(inputs: dict) -> dict:
+    """Request time - the user's last clean event before their latest snapshot (-1: unknown)."""
+    return {
+        "seconds_since_last_activity": [
+            -1.0 if last is None or now is None else float(max(int(now) - int(last), 0))
+            for last, now in zip(inputs["last_event_ts_s"], inputs["request_ts_s"])
+        ]
+    }
+
+
+@on_demand_feature_view(
+    sources=[item_stats[["item_price"]], user_stats[["avg_price_paid_30d"]]],
+    schema=[Field(name="price_to_user_avg", dtype=Float64),
+            Field(name="price_minus_user_avg", dtype=Float64)],
+    mode="python",
+)
+def price_vs_user_avg(inputs: dict) -> dict:
+    """Item price against the user's average unit price paid in 30 days (-1 / 0: unknown)."""
+    ratio, diff = [], []
+    for price, avg in zip(inputs["item_price"], inputs["avg_price_paid_30d"]):
+        ok = price is not None and avg is not None and avg > 0
+        ratio.append(float(price) / float(avg) if ok else -1.0)
+        diff.append(float(price) - float(avg) if ok else 0.0)
+    return {"price_to_user_avg": ratio, "price_minus_user_avg": diff}
+
+
+@on_demand_feature_view(
+    sources=[item_title_embedding, query_request],
+    schema=[Field(name="query_item_cosine", dtype=Float64)],
+    mode="python",
+)
+def query_item_similarity(inputs: dict) -> dict:
+    """Cosine between the request's query embedding and the item title embedding (0: unknown)."""
+    import math
+
+    out = []
+    for a, b in zip(inputs["query_embedding"], inputs["title_embedding"]):
+        if a is None or b is None or len(a) == 0 or len(a) != len(b):
+            out.append(0.0)
+            continue
+        dot = sum(x * y for x, y in zip(a, b))
+        na = math.sqrt(sum(x * x for x in a))
+        nb = math.sqrt(sum(y * y for y in b))
+        out.append(float(dot / (na * nb)) if na > 0 and nb > 0 else 0.0)
+    return {"query_item_cosine": out}
+
+
+@on_demand_feature_view(
+    sources=[item_title_embedding, user_recent_embedding],
+    schema=[Field(name="user_item_cosine", dtype=Float64)],
+    mode="python",
+)
+def user_item_similarity(inputs: dict) -> dict:
+    """Cosine between the user's recent-items embedding and the item title (0: unknown)."""
+    import math
+
+    out = []
+    for a, b in zip(inputs["recent_items_embedding"], inputs["title_embedding"]):
+        if a is None or b is None or len(a) == 0 or len(a) != len(b):
+            out.append(0.0)
+            continue
+        dot = sum(x * y for x, y in zip(a, b))
+        na = math.sqrt(sum(x * x for x in a))
+        nb = math.sqrt(sum(y * y for y in b))
+        out.append(float(dot / (na * nb)) if na > 0 and nb > 0 else 0.0)
+    return {"user_item_cosine": out}
+
+
+# ---------------------------------------------------------------- feature services
+# ranker_v1 needs entity rows with user_id, item_id, category (the item's leaf category),
+# event_timestamp and request_ts_s. Pinned features: changing this list is a new version.
+ranker_v1 = FeatureService(
+    name="ranker_v1",
+    features=[
+        user_stats, item_stats, category_stats, user_category_affinity, user_session,
+        request_time_features, user_recency, price_vs_user_avg, user_item_similarity,
+    ],
+    tags={"model": "ranker", "version": "1"},
+    description="Ranker contract: one row per (user, item) candidate at a request time.",
+)
+
+# intent_v1 needs entity rows with query, event_timestamp and request_ts_s.
+intent_v1 = FeatureService(
+    name="intent_v1",
+    features=[query_stats, request_time_features],
+    tags={"model": "intent", "version": "1"},
+    description="Query-level features for the intent classifier.",
+)

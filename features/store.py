@@ -1,0 +1,58 @@
+"""Feast access for cartwise programs: the repo folder, its environment, a FeatureStore.
+
+`feature_repo/feature_store.yaml` reads everything through `${...}`; `feast_environ` sets
+those variables from `governance.settings` (see `governance.db.feast_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_PATH = Path(__file__).resolve().parent.parent / "feature_repo"
+
+
+def feast_environ(settings=None) -> dict[str, str]:
+    from governance.db import feast_env
+
+    return feast_env(settings)
+
+
+def set_env(settings=None) -> dict[str, str]:
+    env = feast_environ(settings)
+    os.environ.update(env)
+    return env
+
+
+@contextmanager
+def _cwd(path: Path):
+    old = os.getcwd()
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def get_store(settings=None):
+    """A FeatureStore on feature_repo/ configured for `settings` (process env updated)."""
+    from feast import FeatureStore
+
+    set_env(settings)
+    return FeatureStore(repo_path=str(REPO_PATH))
+
+
+def apply(settings=None, skip_source_validation: bool = True):
+    """In-process `feast apply` of feature_repo/ (creates the registry and online tables)."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    set_env(settings)
+    config = load_repo_config(REPO_PATH, REPO_PATH / "feature_store.yaml")
+    import sys
+
+    if str(REPO_PATH) not in sys.path:
+        sys.path.insert(0, str(REPO_PATH))
+    with _cwd(REPO_PATH):
+        apply_total(config, REPO_PATH, skip_source_validation=skip_source_validation)
+    return get_store(settings)
