@@ -8,12 +8,12 @@ DEMO_EVENTS ?= 300000
 DEMO_DAYS ?= 14
 RETAIL ?= ../shared/data/online_retail/online_retail.csv.gz
 # The demo runs on embedded defaults: no DATABASE_URL/REDIS_URL, everything under $(DATA).
-EMBEDDED := env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA)
+EMBEDDED := env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA) BENTOML_HOME=$(abspath $(DATA))/bentoml
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services test demo bench clean
+.PHONY: help venv services test demo bench clean serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,13 +34,24 @@ test: venv services  ## run the test suite against real PostgreSQL and Redis
 
 demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_URL/REDIS_URL)
 	$(EMBEDDED) $(PY) -m governance.db migrate
-	$(EMBEDDED) $(PY) -m governance.simulate --out $(DATA)/sim --events $(DEMO_EVENTS) --days $(DEMO_DAYS)
+	# The simulated shop ends yesterday, so its features are fresh for the online store.
+	$(EMBEDDED) $(PY) -m governance.simulate --out $(DATA)/sim --events $(DEMO_EVENTS) --days $(DEMO_DAYS) \
+	  --start $$(date -u -d "-$$(( $(DEMO_DAYS) + 1 )) days" +%F)
 	$(EMBEDDED) $(PY) -m governance.ingest sim $(DATA)/sim > $(DATA)/ingest-sim.jsonl
 	@if [ -f "$(RETAIL)" ]; then \
 	  $(EMBEDDED) $(PY) -m governance.ingest online-retail "$(RETAIL)" > $(DATA)/ingest-retail.jsonl; \
 	else echo "Online Retail file not found at $(RETAIL): skipped (set RETAIL=PATH)"; fi
 	$(EMBEDDED) $(PY) -m governance.ingest summary
 	@echo "quality reports: $(DATA)/reports/batch-*.md"
+	$(EMBEDDED) $(PY) -m features.pipeline
+	$(EMBEDDED) $(PY) -m features.feast_cli apply
+	$(EMBEDDED) $(PY) -m features.feast_cli materialize-incremental
+	$(EMBEDDED) $(PY) -m features.show --rows 2
+	$(EMBEDDED) $(PY) -m features.consistency --sample 20
+
+PORT ?= 3000
+serve: venv  ## serve the HTTP API on embedded defaults (models from the BentoML store); OpenAPI at /docs
+	$(EMBEDDED) $(VENV)/bin/bentoml serve serving.service:Cartwise --port $(PORT)
 
 bench: venv services  ## run the benchmarks, write benchmarks/results/latest.json
 	$(PY) -m benchmarks

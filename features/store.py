@@ -26,7 +26,8 @@ def set_env(settings=None) -> dict[str, str]:
 
 
 @contextmanager
-def _cwd(path: Path):
+def _restoring_cwd():
+    """Feast's apply_total chdirs into the repo and leaves it there; undo that for the caller."""
     old = os.getcwd()
     try:
         yield
@@ -51,8 +52,9 @@ def apply(settings=None, skip_source_validation: bool = True):
     config = load_repo_config(REPO_PATH, REPO_PATH / "feature_store.yaml")
     import sys
 
+    # Feast imports the repo's modules by name; its own CLI puts the repo on sys.path the same way.
     if str(REPO_PATH) not in sys.path:
         sys.path.insert(0, str(REPO_PATH))
-    with _cwd(REPO_PATH):
+    with _restoring_cwd():
         apply_total(config, REPO_PATH, skip_source_validation=skip_source_validation)
     return get_store(settings)

@@ -1,0 +1,135 @@
+"""POST /events: the HTTP entry into the governed ingest, then the online push.
+
+Decision for a request mixing valid and invalid events: the valid ones are appended (and
+pushed online) and the response is 422 listing every invalid one with its reasons; the invalid
+ones are in `quarantine` under the same batch. Events are facts that already happened, so
+holding good ones back because a sibling is malformed would lose them whenever the client
+cannot fix the bad one. Resending the same request is safe: an identical request is the same
+batch (checksum), and a corrected one only adds the fixed events (event_id is the key; the
+rest count as duplicates).
+
+Nothing is dropped silently: when PostgreSQL or the online store is unreachable the answer is
+503 and nothing was stored, so the client retries. (If the store fails *between* the append and
+the push, the events are stored and the response says `pushed_online: false`; the batch
+pipeline recomputes the same session state from the stored events.)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+EVENT_FIELDS = ["event_id", "user_id", "session_id", "event_type", "item_id", "query",
+                "position", "list_id", "quantity", "price", "event_ts"]
+
+
+class Unavailable(RuntimeError):
+    """A dependency is down; nothing was stored."""
+
+
+@dataclass
+class EventsOutcome:
+    status_code: int
+    body: dict
+
+
+def to_raw_frame(events: list[dict]) -> pd.DataFrame:
+    """The request as the contract's text columns, the same shape a CSV batch arrives in."""
+    def text(v):
+        if v is None:
+            return None
+        if isinstance(v, bool):  # JSON true/false is no valid value of any event column
+            return str(v).lower()
+        return str(v)
+
+    return pd.DataFrame([{f: text(e.get(f)) for f in EVENT_FIELDS} for e in events],
+                        columns=EVENT_FIELDS, dtype=object)
+
+
+def check_online_store(settings, timeout_s: float = 0.5) -> None:
+    if not settings.redis_url:
+        return  # SQLite online store (embedded demo): a local file, nothing to reach
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout_s,
+                                  socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise Unavailable(f"online store unreachable: {type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import psycopg2
+    import sqlalchemy.exc
+
+    while exc is not None:
+        if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError,
+                            sqlalchemy.exc.OperationalError, ConnectionError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOutcome:
+    """Validate + append (governance.ingest), push the accepted events online."""
+    from governance.ingest import ingest_frame
+
+    if push is None:
+        from features.realtime import push_events as push
+    check_online_store(settings)
+    raw = to_raw_frame(events)
+    try:
+        result = ingest_frame("events", raw, settings=settings, source="api",
+                              write_files=False)
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
+        raise
+    rejected = sorted(
+        ({"index": int(r["row_number"]), "event_id": _event_id(events, r["row_number"]),
+          "reasons": [str(x) for x in r["reasons"]]} for r in result.rejected),
+        key=lambda r: r["index"])
+    body = {"batch_id": result.batch_id, "accepted": int(result.rows_loaded),
+            "duplicates": int(result.rows_duplicate), "rejected": rejected,
+            "pushed_online": False, "detail": None}
+    if result.status == "already_loaded":
+        body.update(status="accepted", accepted=0, duplicates=int(result.rows_read),
+                    pushed_online=True,
+                    detail=f"identical request already loaded as batch {result.batch_id}")
+        return EventsOutcome(200, body)
+    clean = result.clean
+    if clean is not None and len(clean):
+        try:
+            push(store, clean, settings)
+            body["pushed_online"] = True
+        except Exception as exc:
+            log.warning("events of batch %s stored but not pushed online", result.batch_id,
+                        exc_info=True)
+            body["detail"] = (f"stored, not pushed online ({type(exc).__name__}); the batch "
+                              "pipeline will compute the same features")
+    else:
+        body["pushed_online"] = True  # nothing to push
+    if rejected:
+        body["status"] = "partially_rejected" if body["accepted"] or body["duplicates"] \
+            else "rejected"
+        body["detail"] = body["detail"] or (
+            f"{len(rejected)} invalid event(s) quarantined in batch {result.batch_id}; "
+            "the others were accepted")
+        return EventsOutcome(422, body)
+    body["status"] = "accepted"
+    return EventsOutcome(200, body)
+
+
+def _event_id(events: list[dict], row_number) -> str | None:
+    try:
+        v = events[int(row_number)].get("event_id")
+    except (IndexError, TypeError, ValueError):
+        return None
+    return None if v is None else str(v)

@@ -1,0 +1,169 @@
+"""Online features for serving: every value the ranker sees comes from Feast.
+
+The ranker's feature service name is read from the model's own metadata (written by
+`training.store.save_ranker`), so a model trained on `ranker_v2` is served `ranker_v2` features
+without a code change, and on-demand features (hour of day, price vs user average, cosine
+similarities) are computed by Feast's on-demand views, never here.
+
+Every call goes through a breaker: after a failure (Redis or the registry's PostgreSQL down) the
+store is skipped for `cooldown_s`, then tried again, so a dead store costs one failed call per
+cooldown instead of one per request, and recovery needs no restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# What candidate generation reads about a user before there is anything to rank. All of it is
+# online feature state: `user_session` is pushed by features.realtime the moment an event
+# arrives, so the next request sees it.
+USER_CONTEXT_FEATURES = (
+    "user_session:last_viewed_items",
+    "user_session:last_viewed_categories",
+    "user_session:session_events",
+    "user_stats:top_category_1",
+    "user_stats:top_category_2",
+    "user_stats:top_category_3",
+)
+# Join key used for requests without a user (anonymous search): never a real pseudonym, so
+# Feast answers nulls, which the ranker saw in training for unknown users.
+ANONYMOUS_USER = "anonymous"
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store (or the registry behind it) could not answer."""
+
+
+class Breaker:
+    def __init__(self, cooldown_s: float = 1.0):
+        self.cooldown_s = cooldown_s
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self.last_error: str | None = None
+        self.last_failure_at: float | None = None
+        self.failures = 0
+
+    def call(self, fn, *args, **kwargs):
+        if time.monotonic() < self._open_until:
+            raise StoreUnavailable(self.last_error or "online store unavailable")
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:  # any store failure must become a fallback, never a 500
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            with self._lock:
+                self._open_until = time.monotonic() + self.cooldown_s
+                self.last_error = reason
+                self.last_failure_at = time.time()
+                self.failures += 1
+            log.warning("online store call failed (%s); fallback for %.1fs", reason,
+                        self.cooldown_s)
+            raise StoreUnavailable(reason) from exc
+        with self._lock:
+            self._open_until = 0.0
+            self.last_error = None
+        return out
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+
+def ranker_feature_service(model_metadata: dict) -> str:
+    name = model_metadata.get("feature_service")
+    if not name:
+        raise ValueError("ranker model has no 'feature_service' in its metadata; "
+                         "save it with training.store.save_ranker")
+    return str(name)
+
+
+class OnlineFeatures:
+    """Feast online reads for one ranker: its feature service, and the user's context."""
+
+    def __init__(self, store, feature_service_name: str, cooldown_s: float = 1.0):
+        self.store = store
+        self.feature_service_name = feature_service_name
+        self.breaker = Breaker(cooldown_s)
+        self._service = None
+
+    def _feature_service(self):
+        # Resolved lazily (and kept): the registry may be down when the service starts.
+        if self._service is None:
+            self._service = self.store.get_feature_service(self.feature_service_name)
+        return self._service
+
+    def _ranker_rows(self, user_id: str, items: list[str], categories: list[str],
+                     request_ts_s: int) -> pd.DataFrame:
+        # Entity rows exactly as ranker_v1 documents them: user, item, the item's leaf
+        # category, and the request time the on-demand views read.
+        rows = {"user_id": [user_id] * len(items), "item_id": list(items),
+                "category": list(categories), "request_ts_s": [int(request_ts_s)] * len(items)}
+        resp = self.store.get_online_features(features=self._feature_service(),
+                                              entity_rows=rows)
+        return pd.DataFrame(resp.to_dict())
+
+    def ranker_features(self, user_id: str | None, items: list[str], categories: list[str],
+                        request_ts_s: int | None = None) -> pd.DataFrame:
+        """One row per candidate with the feature service's features (nulls where unknown)."""
+        if not items:
+            return pd.DataFrame()
+        ts = int(request_ts_s if request_ts_s is not None else time.time())
+        frame = self.breaker.call(self._ranker_rows, user_id or ANONYMOUS_USER, items,
+                                  categories, ts)
+        # Feast returns rows in request order; the keys make that checkable downstream.
+        frame["user_id"] = user_id or ANONYMOUS_USER
+        frame["item_id"] = list(items)
+        return frame
+
+    def _context(self, user_id: str) -> dict[str, Any]:
+        resp = self.store.get_online_features(features=list(USER_CONTEXT_FEATURES),
+                                              entity_rows=[{"user_id": user_id}])
+        return {k: v[0] for k, v in resp.to_dict().items()}
+
+    def user_context(self, user_id: str) -> dict[str, Any]:
+        """Recent items/categories and top categories of a user (None where unknown)."""
+        ctx = self.breaker.call(self._context, user_id)
+        return {
+            "recent_items": _split(ctx.get("last_viewed_items")),
+            "recent_categories": _split(ctx.get("last_viewed_categories")),
+            "top_categories": [c for c in (ctx.get("top_category_1"), ctx.get("top_category_2"),
+                                           ctx.get("top_category_3")) if c],
+            "session_events": ctx.get("session_events"),
+        }
+
+    def health(self) -> dict:
+        return {"healthy": self.breaker.healthy, "last_error": self.breaker.last_error,
+                "failures": self.breaker.failures, "feature_service": self.feature_service_name}
+
+
+def _split(value) -> list[str]:
+    """'a|b|a' (newest first, as features.realtime writes it) -> ['a', 'b']."""
+    if not value or not isinstance(value, str):
+        return []
+    seen, out = set(), []
+    for part in value.split("|"):
+        if part and part not in seen:
+            seen.add(part)
+            out.append(part)
+    return out
+
+
+def ranker_input(features: pd.DataFrame, spec) -> pd.DataFrame:
+    """The frame the ranker's FeatureSpec encodes: every column it was trained on.
+
+    A column the store did not return (a view dropped from the service, say) becomes null,
+    which the spec maps to the training mean / the missing-id bucket, as in training.
+    """
+    frame = features.copy()
+    for col in list(spec.sparse) + list(spec.dense) + list(spec.vectors):
+        if col not in frame.columns:
+            frame[col] = None
+    for col in spec.dense:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame

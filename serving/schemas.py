@@ -1,0 +1,137 @@
+"""Request and response models of the HTTP API (they are the OpenAPI page at `/docs`).
+
+Bounds live here so an oversized request is a 400 with a reason before any work starts.
+Events are deliberately loose (any JSON scalar per field): whether an event is *valid* is
+decided by the Pandera `EventRecord` in governance, the one definition, so that a bad event
+reaches quarantine with its reasons instead of bouncing off a second, different validator.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_K = 100
+MAX_CANDIDATES = 500
+MAX_EVENTS = 1000
+Scalar = Optional[Union[str, int, float, bool]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntentRequest(_Strict):
+    query: str = Field(min_length=1, max_length=256, examples=["buy wireless headphones"])
+
+
+class IntentResponse(BaseModel):
+    query: str
+    intent: str
+    intent_p: float
+    category: Optional[str] = None
+    category_p: Optional[float] = None
+    probabilities: dict[str, dict[str, float]] = Field(
+        description="{'intent': {label: p}, 'category': {label: p}}")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    title: str
+    category: Optional[str] = None
+    price: Optional[float] = None
+    score: float = Field(description="Final ordering score (higher first).")
+    p_click: Optional[float] = Field(None, description="Ranker probability; null in fallback.")
+    reason: str
+    sources: list[str] = Field(description="Candidate sources that proposed the item.")
+
+
+class Context(_Strict):
+    category: Optional[str] = Field(None, max_length=128,
+                                    description="Page category the user is on.")
+    query: Optional[str] = Field(None, max_length=256, description="Current search, if any.")
+
+
+class SearchRequest(_Strict):
+    query: str = Field(min_length=1, max_length=256, examples=["running shoes"])
+    user_id: Optional[str] = Field(None, min_length=1, max_length=128,
+                                   description="The shop's user id (pseudonymised here).")
+    k: int = Field(10, ge=1, le=MAX_K)
+    candidates: int = Field(200, ge=1, le=MAX_CANDIDATES,
+                            description="How many retrieved items the ranker scores.")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    intent: IntentResponse
+    items: list[ScoredItem]
+    fallback: bool = False
+    fallback_reason: Optional[str] = None
+    ranker: str
+
+
+class RecommendRequest(_Strict):
+    user_id: str = Field(min_length=1, max_length=128, examples=["u00001"])
+    k: int = Field(10, ge=1, le=MAX_K)
+    candidates: int = Field(200, ge=1, le=MAX_CANDIDATES)
+    context: Optional[Context] = None
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    items: list[ScoredItem]
+    cold_start: bool = Field(description="No recent items or affinities known for the user.")
+    fallback: bool = False
+    fallback_reason: Optional[str] = None
+    ranker: str
+
+
+class EventIn(_Strict):
+    """One event as the shop sends it; see docs/data-contract.md (events)."""
+
+    event_id: Scalar = None
+    user_id: Scalar = Field(None, description="The shop's id; pseudonymised before storage.")
+    session_id: Scalar = None
+    event_type: Scalar = Field(None, examples=["view"])
+    item_id: Scalar = None
+    query: Scalar = None
+    position: Scalar = None
+    list_id: Scalar = None
+    quantity: Scalar = None
+    price: Scalar = None
+    event_ts: Scalar = Field(None, examples=["2024-03-05T12:00:00Z"])
+
+
+class EventsRequest(_Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request.")
+    event_id: Optional[str] = None
+    reasons: list[str]
+
+
+class EventsResponse(BaseModel):
+    status: Literal["accepted", "partially_rejected", "rejected"]
+    batch_id: Optional[int] = None
+    accepted: int = Field(description="Events appended to the events table now.")
+    duplicates: int = Field(0, description="Already stored (same event_id): not appended again.")
+    rejected: list[RejectedEvent] = Field(
+        default_factory=list, description="Invalid events; each is in the quarantine table.")
+    pushed_online: bool = Field(description="Accepted events are in the online store.")
+    detail: Optional[str] = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Optional[str] = None
+
+
+class StatusResponse(BaseModel):
+    ready: bool
+    models: dict[str, str]
+    feature_service: str
+    online_store: dict
+    catalog: dict

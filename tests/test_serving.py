@@ -1,0 +1,409 @@
+"""The serving API against a real `bentoml serve` process over HTTP.
+
+One module-wide world (serving.tiny: synthetic data, feature pipeline, Feast apply/materialize,
+tiny ranker and intent models in a temporary BentoML home) and one server on a free port. The
+server's online store is a private redis-server this module starts on its own port, so the
+degradation test can stop and restart it without touching the machine's shared Redis.
+The Redis test runs last: it stops that server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+import redis as redis_lib
+
+from conftest import TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
+from governance.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "test-events-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of our own: stoppable (with its data saved) and restartable."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+                        "--port", str(self.port), "--save", "", "--appendonly", "no",
+                        "--dir", str(self.folder), "--dbfilename", "dump.rdb",
+                        "--logfile", str(self.folder / "redis.log"),
+                        "--pidfile", str(self.folder / "redis.pid")], check=True)
+        for _ in range(50):
+            try:
+                if redis_lib.Redis(port=self.port).ping():
+                    return
+            except redis_lib.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """SHUTDOWN SAVE: the features survive the restart, as a persistent Redis would."""
+        try:
+            redis_lib.Redis(port=self.port).shutdown(save=True)
+        except redis_lib.ConnectionError:
+            pass  # the server closes the connection as it exits
+        for _ in range(50):
+            try:
+                redis_lib.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                time.sleep(0.1)
+            except redis_lib.ConnectionError:
+                return
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    r = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def world(template_database, private_redis, tmp_path_factory):
+    """Data, features and models for the server; ~40 s on 2 cores."""
+    from serving.tiny import build
+
+    root = tmp_path_factory.mktemp("serving")
+    db = make_database(template_database)
+    settings = Settings(database_url=_url_for(db), redis_url=private_redis.url,
+                        data_dir=root / "data", pseudonym_key=TEST_PSEUDONYM_KEY,
+                        events_token=TOKEN)
+    old_home = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(root / "bentoml")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        built = build(settings, out_dir=str(root / "runs"))
+    finally:
+        if old_home is None:
+            os.environ.pop("BENTOML_HOME", None)
+        else:
+            os.environ["BENTOML_HOME"] = old_home
+    yield {"settings": settings, "root": root, **built}
+    _drop(db)
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    s, port = world["settings"], free_port()
+    env = {**os.environ, "DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
+           "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY, "CARTWISE_EVENTS_TOKEN": TOKEN,
+           "CARTWISE_DATA_DIR": str(s.data_dir), "BENTOML_HOME": world["bentoml_home"],
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "CARTWISE_SERVING_COOLDOWN_S": "0.5", "CARTWISE_SERVING_REFRESH_S": "2",
+           "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
+    log = open(world["root"] / "serve.log", "w")
+    proc = subprocess.Popen([BENTOML, "serve", "serving.service:Cartwise", "--port", str(port),
+                             "--host", "127.0.0.1"], cwd=Path(__file__).parent.parent,
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, timeout=30)
+    deadline = time.time() + 120
+    try:
+        while True:
+            assert proc.poll() is None, (world["root"] / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "server not ready in 120 s"
+            try:
+                # /readyz answers once the worker's __init__ ran and the catalogue loaded.
+                if client.get("/readyz").status_code == 200 and \
+                        client.post("/status", json={}).json()["ready"]:
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        yield client
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def now_iso(delta_s: float = 0) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=1 - delta_s)).isoformat()
+
+
+def view(user: str, item: str, **kw) -> dict:
+    return {"event_id": f"api-{uuid.uuid4().hex[:12]}", "user_id": user,
+            "session_id": f"s-{user}", "event_type": "view", "item_id": item,
+            "event_ts": now_iso(), **kw}
+
+
+def count(settings, sql: str, *args):
+    conn = psycopg2.connect(settings.database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def check_items(body: dict, k: int) -> list[dict]:
+    items = body["items"]
+    assert 0 < len(items) <= k
+    assert len({i["item_id"] for i in items}) == len(items)
+    assert all(i["reason"] and i["sources"] for i in items)
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+    return items
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+def test_health_openapi_and_metrics(server):
+    assert server.get("/livez").status_code == 200
+    assert server.get("/readyz").status_code == 200
+    spec = server.get("/docs.json").json()
+    assert {"/intent", "/search", "/recommend", "/events"} <= set(spec["paths"])
+    status = server.post("/status", json={}).json()
+    assert status["feature_service"] == "ranker_v1"  # read from the ranker's metadata
+    assert status["online_store"]["healthy"] and status["catalog"]["embedded_items"] == 60
+    server.post("/intent", json={"query": "coffee"})
+    metrics = server.get("/metrics").text
+    assert "bentoml_service_request_total" in metrics and 'endpoint="/intent"' in metrics
+
+
+def test_intent(server):
+    r = server.post("/intent", json={"query": "buy iphone"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["intent"] == "buy_product" and body["category"] == "Smartphones"
+    assert sum(body["probabilities"]["intent"].values()) == pytest.approx(1, abs=1e-6)
+    assert body["intent_p"] == max(body["probabilities"]["intent"].values())
+
+
+def test_search_retrieves_by_text_and_ranks(server):
+    r = server.post("/search", json={"query": "wireless headphones", "user_id": "u00003", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["intent"]["category"] == "Headphones" and not body["fallback"]
+    items = check_items(body, 5)
+    assert sum(i["category"] == "Headphones" for i in items) >= 4
+    assert all(i["p_click"] is not None and "matches 'wireless headphones'" in i["reason"]
+               for i in items)
+    anon = server.post("/search", json={"query": "espresso beans", "k": 3})
+    assert anon.status_code == 200 and check_items(anon.json(), 3)
+
+
+def test_recommend_for_a_known_user(server):
+    r = server.post("/recommend", json={"user_id": "u00001", "k": 8})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body["cold_start"] and not body["fallback"]
+    items = check_items(body, 8)
+    sources = {s for i in items for s in i["sources"]}
+    assert sources & {"co_visitation", "similar_title", "category_affinity"}
+    assert all(0 <= i["p_click"] <= 1 for i in items)
+
+
+def test_cold_start_gets_popular_items_for_its_context(server):
+    r = server.post("/recommend", json={"user_id": f"new-{uuid.uuid4().hex[:6]}", "k": 5,
+                                        "context": {"category": "Coffee"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cold_start"] and not body["fallback"]
+    items = check_items(body, 5)
+    assert sum(i["category"] == "Coffee" for i in items) >= 3
+    assert any(i["reason"] == "popular in Coffee" for i in items)
+
+
+BAD_REQUESTS = [
+    ("/search", {"query": "x", "k": 0}),
+    ("/search", {"query": "x", "k": 101}),
+    ("/search", {"query": "x", "candidates": 501}),
+    ("/search", {"query": ""}),
+    ("/search", {"k": 3}),
+    ("/search", {"query": "x" * 257}),
+    ("/recommend", {"user_id": "u1", "k": "many"}),
+    ("/recommend", {"user_id": "u1", "surprise": 1}),
+    ("/recommend", {"user_id": "u1", "context": {"category": 3, "mood": "x"}}),
+    ("/intent", {"query": None}),
+]
+
+
+@pytest.mark.parametrize("path,body", BAD_REQUESTS)
+def test_bad_inputs_are_4xx_with_reasons(server, path, body):
+    r = server.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"]  # pydantic says which field and why
+
+
+def test_malformed_oversized_and_unauthorised_requests(server):
+    r = server.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+    r = server.post("/search", json={"query": "x" * 2_000_000})
+    assert r.status_code == 413 and "limited" in r.json()["detail"]
+    ev = {"events": [view("u00001", "i00001")]}
+    assert server.post("/events", json=ev).status_code == 401
+    r = server.post("/events", json=ev, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+    assert server.post("/events", json={"events": []}, headers=AUTH).status_code == 400
+    many = {"events": [view("u00001", "i00001") for _ in range(1001)]}
+    assert server.post("/events", json=many, headers=AUTH).status_code == 400
+    nested = {"events": [{**view("u00001", "i00001"), "item_id": {"x": 1}}]}
+    assert server.post("/events", json=nested, headers=AUTH).status_code == 400
+
+
+def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world):
+    s = world["settings"]
+    good = [view("mixed-user", "i00004"), view("mixed-user", "i00010", event_type="click")]
+    bad = [{**view("mixed-user", "i00005"), "event_type": "teleport"},
+           {**view("mixed-user", "nope"), "event_ts": "yesterday-ish"}]
+    r = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]},
+                    headers=AUTH)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["status"] == "partially_rejected" and body["accepted"] == 2
+    assert [x["index"] for x in body["rejected"]] == [1, 3]
+    assert all(x["reasons"] for x in body["rejected"])
+    assert body["rejected"][0]["event_id"] == bad[0]["event_id"]
+    assert any("event_type" in reason for reason in body["rejected"][0]["reasons"])
+    assert count(s, "SELECT count(*) FROM events WHERE event_id = ANY(%s)",
+                 [g["event_id"] for g in good]) == 2
+    assert count(s, "SELECT count(*) FROM quarantine WHERE batch_id = %s", body["batch_id"]) == 2
+    # Raw shop ids never reach the table.
+    assert count(s, "SELECT count(*) FROM events WHERE user_id = 'mixed-user'") == 0
+    # Resending the same request changes nothing.
+    again = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]},
+                        headers=AUTH)
+    assert again.status_code == 200 and again.json()["accepted"] == 0
+
+
+def test_an_event_changes_the_next_recommendation(server):
+    user = f"fresh-{uuid.uuid4().hex[:6]}"
+    before = server.post("/recommend", json={"user_id": user, "k": 10}).json()
+    assert before["cold_start"]
+    r = server.post("/events", json={"events": [view(user, "i00007")]}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() | {"batch_id": None} == {
+        "status": "accepted", "batch_id": None, "accepted": 1, "duplicates": 0, "rejected": [],
+        "pushed_online": True, "detail": None}
+    after = server.post("/recommend", json={"user_id": user, "k": 10}).json()
+    assert not after["cold_start"] and not after["fallback"]
+    ids = [i["item_id"] for i in after["items"]]
+    assert "i00007" not in ids  # just seen
+    assert ids != [i["item_id"] for i in before["items"]]
+    sources = {s for i in after["items"] for s in i["sources"]}
+    assert sources & {"co_visitation", "similar_title", "category_affinity"}
+
+
+def test_a_new_item_is_reachable_through_its_title(server, world):
+    from features.embeddings import update_item_embeddings
+    from governance.db import transaction
+
+    s = world["settings"]
+    with transaction(s) as cur:
+        cur.execute("""INSERT INTO items (item_id, title, category_path, category, brand, price,
+                                          listed_at, batch_id)
+                       SELECT 'i-new-1', 'Nova hand espresso grinder', 'Shop > Coffee', 'Coffee',
+                              'Nova', 49.0, now(), min(batch_id) FROM ingest_batches""")
+    update_item_embeddings(s)
+    deadline = time.time() + 15
+    while True:  # the catalogue refreshes every 2 s in this server
+        body = server.post("/search", json={"query": "espresso grinder", "k": 5}).json()
+        if "i-new-1" in [i["item_id"] for i in body["items"]] or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert "i-new-1" in [i["item_id"] for i in body["items"]]
+
+
+# ------------------------------------------------------------------ degradation (runs last)
+
+def test_redis_down_fallbacks_then_recovery(server, world, private_redis):
+    s = world["settings"]
+    private_redis.stop()
+    try:
+        r = server.post("/recommend", json={"user_id": "u00001", "k": 5,
+                                            "context": {"category": "Jackets"}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["fallback"] and "online store unavailable" in body["fallback_reason"]
+        items = check_items(body, 5)
+        assert items[0]["category"] == "Jackets" and items[0]["p_click"] is None
+        r = server.post("/search", json={"query": "running shoes", "user_id": "u00001", "k": 3})
+        assert r.status_code == 200 and r.json()["fallback"]
+        assert check_items(r.json(), 3)
+        ev = view("down-user", "i00003")
+        r = server.post("/events", json={"events": [ev]}, headers=AUTH)
+        assert r.status_code == 503 and r.headers.get("retry-after")
+        assert count(s, "SELECT count(*) FROM events WHERE event_id = %s", ev["event_id"]) == 0
+        assert server.post("/status", json={}).json()["online_store"]["healthy"] is False
+        assert "cartwise_fallback_responses_total" in server.get("/metrics").text
+    finally:
+        private_redis.start()
+    deadline = time.time() + 15
+    while True:  # recovers by itself: no restart, no call to the service
+        body = server.post("/recommend", json={"user_id": "u00001", "k": 5}).json()
+        if not body["fallback"] or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert not body["fallback"] and not body["cold_start"]
+    r = server.post("/events", json={"events": [view("down-user", "i00003")]}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["pushed_online"]
+
+
+# ------------------------------------------------------------------ in-process, no server
+
+def test_events_are_refused_not_dropped_when_postgres_is_unreachable():
+    from serving.events import Unavailable, ingest_events
+
+    down = Settings(database_url="postgresql://postgres@127.0.0.1:1/none", redis_url=None,
+                    pseudonym_key=TEST_PSEUDONYM_KEY)
+    pushed = []
+    with pytest.raises(Unavailable, match="database unreachable"):
+        ingest_events([view("u1", "i00001")], settings=down, store=None,
+                      push=lambda *a: pushed.append(a))
+    assert not pushed
+
+
+def test_breaker_skips_a_failed_store_then_retries():
+    from serving.features import Breaker, StoreUnavailable
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("refused")
+        return "ok"
+
+    b = Breaker(cooldown_s=0.2)
+    with pytest.raises(StoreUnavailable, match="refused"):
+        b.call(flaky)
+    with pytest.raises(StoreUnavailable):  # within the cooldown: not even tried
+        b.call(flaky)
+    assert len(calls) == 1 and not b.healthy
+    time.sleep(0.25)
+    assert b.call(flaky) == "ok" and b.healthy
