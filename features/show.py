@@ -19,14 +19,17 @@ def show(settings=None, rows: int = 3, service: str = "ranker_v1") -> str:
     entities = sample_entities(settings, rows)
     if entities.empty:
         return "no feature rows yet: run `python -m features.pipeline` first"
-    entity_rows = entities.to_dict("records")
+    import time
+
+    # ranker_v1's on-demand views need the request time, as serving passes it.
+    entity_rows = entities.assign(request_ts_s=int(time.time())).to_dict("records")
     response = store.get_online_features(features=store.get_feature_service(service),
                                          entity_rows=entity_rows).to_dict()
     lines = []
     for i, keys in enumerate(entity_rows):
         lines.append(f"-- {service} for " + ", ".join(f"{k}={v}" for k, v in keys.items()))
         for name, values in response.items():
-            if name in keys:
+            if name in keys or name == "request_ts_s":
                 continue
             value = values[i]
             if isinstance(value, list):

@@ -122,3 +122,48 @@ def test_windows_and_bots(settings):
     assert first[9] == int((t + timedelta(minutes=5)).timestamp())
     assert second[1:3] == (1, 0) and second[4] == 1  # 1h window moved, 7d kept the click
     assert session == [(1, "i00000"), (1, "i00000")]  # click then purchase; bot click absent
+
+
+def test_item_and_category_windows_by_hand(settings):
+    """7-day and 30-day item windows and the category's 30-day totals at known snapshots."""
+    t = datetime(2024, 3, 1, 10, 15, tzinfo=timezone.utc)
+
+    def impression(eid, item, at, clicked=False):
+        rows = [(eid, "u00000", eid, "impression", item, None, 0, eid, None, None, at, False)]
+        if clicked:
+            rows.append((eid + "c", "u00000", eid, "click", item, None, 0, eid, None, None,
+                         at + timedelta(minutes=1), False))
+        return rows
+
+    with transaction(settings) as cur:
+        synthetic.insert_catalog(cur, n_items=2 * len(synthetic.CATEGORIES), n_users=3, seed=0)
+        rows = (impression("x1", "i00000", t, clicked=True)
+                + impression("x2", "i00000", t + timedelta(days=10))
+                + impression("x3", "i00000", t + timedelta(days=35), clicked=True)
+                # same category as i00000 (categories cycle with the item number)
+                + impression("y1", f"i{len(synthetic.CATEGORIES):05d}", t + timedelta(days=10),
+                             clicked=True))
+        synthetic.insert_events(cur, rows)
+    pipeline.run(settings, embeddings=False)
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute("""SELECT event_timestamp, item_impressions_7d, item_clicks_7d,
+                              item_impressions_30d, item_clicks_30d
+                       FROM item_features WHERE item_id = 'i00000' ORDER BY 1""")
+        item = cur.fetchall()
+        cur.execute("""SELECT event_timestamp, cat_impressions_30d, cat_clicks_30d
+                       FROM category_features WHERE category = %s ORDER BY 1""",
+                    (synthetic.CATEGORIES[0],))
+        category = cur.fetchall()
+    conn.close()
+    hour = datetime(2024, 3, 1, 11, tzinfo=timezone.utc)
+    assert item == [
+        (hour, 1, 1, 1, 1),
+        (hour + timedelta(days=10), 1, 0, 2, 1),  # the first day left the 7d window only
+        (hour + timedelta(days=35), 1, 1, 2, 1),  # day 0 left the 30d window, day 10 is in it
+    ]
+    assert category == [
+        (hour, 1, 1),
+        (hour + timedelta(days=10), 3, 2),  # both items of the category, 30 days back
+        (hour + timedelta(days=35), 3, 2),  # day 0 is out; days 10 and 35 are in
+    ]

@@ -18,19 +18,29 @@ SELECT category, percentile_cont(0.5) WITHIN GROUP (ORDER BY price::float8) AS m
        count(*) AS n_items
 FROM items GROUP BY category;
 
-WITH agg AS (
-    SELECT t.item_id, t.ts,
-           coalesce(sum(h.impressions) FILTER (WHERE h.hour_ts >= t.ts - interval '7 days'), 0) AS i7d,
-           coalesce(sum(h.clicks)      FILTER (WHERE h.hour_ts >= t.ts - interval '7 days'), 0) AS c7d,
-           coalesce(sum(h.clicks + h.views + h.add_to_carts + h.purchases)
-                    FILTER (WHERE h.hour_ts >= t.ts - interval '7 days'), 0) AS n7d,
-           sum(h.impressions) AS i30d, sum(h.clicks) AS c30d, sum(h.views) AS v30d,
-           sum(h.add_to_carts) AS a30d, sum(h.purchases) AS p30d,
-           sum(h.clicks + h.views + h.add_to_carts + h.purchases) AS n30d
-    FROM _item_targets t
-    JOIN feature_item_hourly h ON h.item_id = t.item_id
-                              AND h.hour_ts >= t.ts - interval '30 days' AND h.hour_ts < t.ts
-    GROUP BY t.item_id, t.ts
+-- Windows as running sums over each item's hourly series, one pass per series: a target at T
+-- sits on the hourly row of T - 1h (the hour that made the item active), and [T - 30d, T) is
+-- that row and the 719 hours before it. Summing per target instead re-reads up to 720 rows
+-- per snapshot, which is quadratic in an item's active hours.
+WITH bounds AS (
+    SELECT item_id, min(ts) - interval '31 days' AS lo, max(ts) AS hi
+    FROM _item_targets GROUP BY item_id
+), series AS (
+    SELECT h.item_id, h.hour_ts + interval '1 hour' AS ts,
+           sum(h.impressions) OVER w7 AS i7d, sum(h.clicks) OVER w7 AS c7d,
+           sum(h.clicks + h.views + h.add_to_carts + h.purchases) OVER w7 AS n7d,
+           sum(h.impressions) OVER w30 AS i30d, sum(h.clicks) OVER w30 AS c30d,
+           sum(h.views) OVER w30 AS v30d, sum(h.add_to_carts) OVER w30 AS a30d,
+           sum(h.purchases) OVER w30 AS p30d,
+           sum(h.clicks + h.views + h.add_to_carts + h.purchases) OVER w30 AS n30d
+    FROM feature_item_hourly h
+    JOIN bounds b ON b.item_id = h.item_id AND h.hour_ts >= b.lo AND h.hour_ts < b.hi
+    WINDOW w7 AS (PARTITION BY h.item_id ORDER BY h.hour_ts
+                  RANGE BETWEEN interval '167 hours' PRECEDING AND CURRENT ROW),
+           w30 AS (PARTITION BY h.item_id ORDER BY h.hour_ts
+                   RANGE BETWEEN interval '719 hours' PRECEDING AND CURRENT ROW)
+), agg AS (
+    SELECT s.* FROM series s JOIN _item_targets t ON t.item_id = s.item_id AND t.ts = s.ts
 )
 INSERT INTO item_features (
     item_id, event_timestamp, item_category,
@@ -62,17 +72,30 @@ FROM _item_targets t JOIN items i USING (item_id);
 DELETE FROM category_features f USING _category_targets t
 WHERE f.category = t.category AND f.event_timestamp = t.ts;
 
+-- Categories the same way: hourly totals of the category's items, then running 30-day sums.
+WITH bounds AS (
+    SELECT category, min(ts) - interval '31 days' AS lo, max(ts) AS hi
+    FROM _category_targets GROUP BY category
+), hourly AS (
+    SELECT i.category, h.hour_ts, sum(h.impressions) AS impressions, sum(h.clicks) AS clicks,
+           sum(h.purchases) AS purchases
+    FROM feature_item_hourly h
+    JOIN items i ON i.item_id = h.item_id
+    JOIN bounds b ON b.category = i.category AND h.hour_ts >= b.lo AND h.hour_ts < b.hi
+    GROUP BY i.category, h.hour_ts
+), series AS (
+    SELECT category, hour_ts + interval '1 hour' AS ts,
+           sum(impressions) OVER w30 AS i30d, sum(clicks) OVER w30 AS c30d,
+           sum(purchases) OVER w30 AS p30d
+    FROM hourly
+    WINDOW w30 AS (PARTITION BY category ORDER BY hour_ts
+                   RANGE BETWEEN interval '719 hours' PRECEDING AND CURRENT ROW)
+)
 INSERT INTO category_features (category, event_timestamp, cat_impressions_30d, cat_clicks_30d,
                                cat_ctr_smoothed_30d, cat_purchases_30d, cat_n_items, cat_median_price)
-SELECT t.category, t.ts,
-       coalesce(sum(h.impressions), 0), coalesce(sum(h.clicks), 0),
-       (coalesce(sum(h.clicks), 0) + %(ctr_prior)s * %(ctr_prior_strength)s)
-           / (coalesce(sum(h.impressions), 0) + %(ctr_prior_strength)s),
-       coalesce(sum(h.purchases), 0),
-       max(cp.n_items), max(cp.median_price)
+SELECT t.category, t.ts, s.i30d, s.c30d,
+       (s.c30d + %(ctr_prior)s * %(ctr_prior_strength)s) / (s.i30d + %(ctr_prior_strength)s),
+       s.p30d, cp.n_items, cp.median_price
 FROM _category_targets t
 JOIN _category_price cp ON cp.category = t.category
-LEFT JOIN items i ON i.category = t.category
-LEFT JOIN feature_item_hourly h ON h.item_id = i.item_id
-                               AND h.hour_ts >= t.ts - interval '30 days' AND h.hour_ts < t.ts
-GROUP BY t.category, t.ts;
+JOIN series s ON s.category = t.category AND s.ts = t.ts;
