@@ -1,11 +1,35 @@
 """Feature-store benchmarks. Each function returns a list of records
 `{name, value, unit, baseline_value, ratio, params}` (the runner is benchmarks/__main__.py).
 
+    python -m benchmarks --only features         # governance.simulate data, default sizes (~10 min)
+    CARTWISE_BENCH_EVENTS=10000000 CARTWISE_BENCH_PIT_ROWS=1000000 python -m benchmarks --only features
     from benchmarks.bench_features import run_all
-    run_all(settings, n_sessions=2000)            # needs a migrated, empty database
+    run_all()                                     # scratch database, simulated shop
+    run_all(settings, n_sessions=2000)            # old path: features/synthetic.py into a
+                                                  # migrated, empty database
+
+With no settings, `run_all` makes a scratch database and a scratch folder, and runs the real
+programs as subprocesses, timing each stage (records `stage_*_s`):
+`python -m governance.simulate --out DIR --events N --days D`, `python -m governance.ingest sim
+DIR`, `python -m features.pipeline [--no-embeddings]`, `feast apply` (in process), the label
+query (impressions -> a table of N entity rows), point-in-time retrieval, materialisation.
+Environment (defaults in brackets):
+
+* CARTWISE_BENCH_EVENTS [200000]: simulated clean events.
+* CARTWISE_BENCH_DAYS [30].
+* CARTWISE_BENCH_PIT_ROWS [100000]: comma-separated entity-row counts for the PIT records; the
+  rows are impressions spread over the whole period (ordered by md5(event_id)). Capped at the
+  impressions there are.
+* CARTWISE_BENCH_PIT_TIMEOUT_S [300]: a stock PIT query still running then is cancelled and
+  recorded as a lower bound (`finished: false`).
+* CARTWISE_BENCH_EMBEDDINGS [0]: 1 runs the pipeline with MiniLM embeddings.
+* CARTWISE_BENCH_REDIS_URL [redis://127.0.0.1:6379/9]: "" skips Redis. Keys are written under
+  a per-run Feast project and deleted afterwards (SCAN + DEL of that project's keys only).
 
 * pit_rows_per_s: stock Feast point-in-time retrieval (ranker_v1 over all impressions).
   Baseline: the field notes' stock rate on this machine (8,000 rows/s, 1M x 2M rows).
+* pit_lateral_rows_per_s: features.training_set's set-based path on the same rows; baseline:
+  the stock rate in the same run (ratio = speed-up); params.identical compares the frames.
 * online_p50_ms / online_p99_ms: 1 user + 100 items of ranker_v1's batch views, >= 1000
   calls, SQLite and Redis. Baseline: feast-benchmarks' Python server p99 for 100 entities
   (125 ms, Redis).
@@ -101,8 +125,12 @@ def bench_push(store, catalog, settings, pushes: int = 200) -> list[dict]:
             _rec("push_visible_p99_ms", np.percentile(lat, 99), "ms", None, p)]
 
 
-def run_all(settings, n_sessions: int = 2000, calls: int = 1000, redis_url: str | None = None,
-            days: float = 10) -> list[dict]:
+def run_all(settings=None, n_sessions: int = 2000, calls: int = 1000,
+            redis_url: str | None = None, days: float = 10) -> list[dict]:
+    """No settings: the simulated-shop benchmark (`run_sim`, sizes from the environment).
+    With settings: the small features/synthetic.py benchmark into that (empty) database."""
+    if settings is None:
+        return run_sim(calls=calls)
     store, catalog, report, pipeline_s = prepare(settings, n_sessions=n_sessions, days=days)
     out = [_rec("pipeline_events_per_s", report.events / pipeline_s, "events/s", None,
                 {"events": report.events, "seconds": round(pipeline_s, 2)})]
@@ -117,4 +145,260 @@ def run_all(settings, n_sessions: int = 2000, calls: int = 1000, redis_url: str 
         rstore.materialize(start_date=synthetic.T0 - timedelta(days=400),
                            end_date=synthetic.T0 + timedelta(days=days + 1))
         out += bench_online(rstore, catalog, calls, "redis")
+    return out
+
+
+# ---------------------------------------------------------------- simulated shop, real programs
+
+def _env_int(name: str, default: int) -> int:
+    import os
+
+    return int(float(os.environ.get(name) or default))
+
+
+def _stage(out: list, name: str, seconds: float, **params) -> None:
+    out.append(_rec(f"stage_{name}_s", seconds, "s", None, params))
+    print(f"  stage {name}: {seconds:.1f}s {params}", flush=True)
+
+
+def _run(args: list[str], settings, folder) -> float:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url,
+           "CARTWISE_DATA_DIR": str(settings.data_dir), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("REDIS_URL", None)
+    t0 = time.perf_counter()
+    with open(folder / "stages.log", "ab") as log:
+        subprocess.run([sys.executable, *args], env=env, check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
+    return time.perf_counter() - t0
+
+
+def _sql(settings, query: str, params=None):
+    from governance.db import connect
+
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool = False):
+    """simulate -> ingest -> pipeline (subprocesses) -> feast apply; returns (store, records)."""
+    from features.store import apply
+
+    out: list[dict] = []
+    sim = folder / "sim"
+    s = _run(["-m", "governance.simulate", "--out", str(sim), "--events", str(events),
+              "--days", str(days)], settings, folder)
+    _stage(out, "simulate", s, events=events, days=days)
+    s = _run(["-m", "governance.ingest", "sim", str(sim)], settings, folder)
+    (n_events,), = _sql(settings, "SELECT count(*) FROM events")
+    _stage(out, "ingest", s, events_stored=n_events)
+    out.append(_rec("ingest_events_per_s", n_events / s, "events/s", None,
+                    {"events": n_events, "seconds": round(s, 1)}))
+    s = _run(["-m", "features.pipeline", *([] if embeddings else ["--no-embeddings"])],
+             settings, folder)
+    rows = {t: _sql(settings, f"SELECT count(*) FROM {t}")[0][0]
+            for t in ("user_features", "item_features", "category_features",
+                      "user_category_features", "user_session_features", "item_embeddings",
+                      "user_embeddings")}
+    _stage(out, "pipeline", s, embeddings=embeddings, **rows)
+    out.append(_rec("pipeline_events_per_s", n_events / s, "events/s", None,
+                    {"events": n_events, "seconds": round(s, 1), "embeddings": embeddings}))
+    t0 = time.perf_counter()
+    store = apply(settings)
+    _stage(out, "apply", time.perf_counter() - t0)
+    return store, out
+
+
+def _entity_table(settings, n_rows: int) -> tuple[str, int]:
+    """ranker_v1 labels for n_rows clean impressions spread over the period, as a table."""
+    from features.training_set import labels_sql
+
+    table = f"bench_entities_{n_rows}"
+    sql = (labels_sql("ranker_v1", "1970-01-01", "2100-01-01")
+           + f" ORDER BY md5(i.event_id) LIMIT {int(n_rows)}")
+    _sql(settings, f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS {sql}; "
+                   f"ANALYZE {table}")
+    (n,), = _sql(settings, f"SELECT count(*) FROM {table}")
+    return table, n
+
+
+def _timed_pit(store, settings, entity_sql: str, method: str, timeout_s: float):
+    """build_training_set on entity_sql; a query still running after timeout_s is cancelled."""
+    import threading
+
+    from features.training_set import build_training_set
+
+    done = threading.Event()
+    cancelled = []
+
+    def watchdog():
+        if done.wait(timeout_s):
+            return
+        cancelled.append(True)
+        _sql(settings, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                       "AND state = 'active' AND query LIKE '%entity_row_unique_id%'")
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    t0 = time.perf_counter()
+    try:
+        df = build_training_set(store, "ranker_v1", entity_df=entity_sql, method=method)
+    except Exception:
+        if not cancelled:
+            raise
+        df = None
+    finally:
+        done.set()
+    return df, time.perf_counter() - t0
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None or sorted(a.columns) != sorted(b.columns) or len(a) != len(b):
+        return False
+    b = b[list(a.columns)]
+    for col in a.columns:
+        x, y = a[col], b[col]
+        if x.dtype == object or y.dtype == object:
+            def norm(v):
+                if isinstance(v, (list, tuple, np.ndarray)):
+                    return tuple(float(t) for t in v)
+                return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+            if [norm(v) for v in x] != [norm(v) for v in y]:
+                return False
+        else:
+            try:
+                pd.testing.assert_series_equal(x, y, check_dtype=False, check_names=False)
+            except AssertionError:
+                return False
+    return True
+
+
+def bench_pit_sim(store, settings, sizes: list[int], timeout_s: float) -> list[dict]:
+    (n_fv_rows,), = _sql(settings, "SELECT (SELECT count(*) FROM user_features) + "
+                                   "(SELECT count(*) FROM item_features) + "
+                                   "(SELECT count(*) FROM category_features) + "
+                                   "(SELECT count(*) FROM user_category_features) + "
+                                   "(SELECT count(*) FROM user_session_features)")
+    out = []
+    for size in sizes:
+        t0 = time.perf_counter()
+        table, n = _entity_table(settings, size)
+        _stage(out, f"labels_{n}", time.perf_counter() - t0, rows=n)
+        entity_sql = f"SELECT * FROM {table}"
+        p = {"rows": n, "service": "ranker_v1", "feature_rows": int(n_fv_rows)}
+        fast, fs = _timed_pit(store, settings, entity_sql, "lateral", timeout_s)
+        stock, ss = _timed_pit(store, settings, entity_sql, "stock", timeout_s)
+        print(f"  pit rows={n}: stock {ss:.1f}s{'' if stock is not None else ' (cancelled)'}, "
+              f"lateral {fs:.1f}s", flush=True)
+        finished = stock is not None
+        out.append(_rec("pit_rows_per_s", n / ss, "rows/s", 8000.0,
+                        {**p, "seconds": round(ss, 1), "finished": finished,
+                         "method": "stock get_historical_features"}))
+        rec = _rec("pit_lateral_rows_per_s", n / fs, "rows/s", n / ss,
+                   {**p, "seconds": round(fs, 1), "stock_seconds": round(ss, 1),
+                    "stock_finished": finished, "identical": _same(stock, fast)})
+        if not finished:
+            rec["params"]["ratio_is_lower_bound"] = True
+        out.append(rec)
+        del stock, fast
+        _sql(settings, f"DROP TABLE {table}")
+    return out
+
+
+def _sim_catalog(settings, n_users: int = 2000) -> dict:
+    users = [r[0] for r in _sql(settings, "SELECT user_id FROM (SELECT DISTINCT user_id FROM "
+                                          "user_features) u ORDER BY md5(user_id) LIMIT %s",
+                                (n_users,))]
+    rows = _sql(settings, "SELECT item_id, category FROM items WHERE item_id IN "
+                          "(SELECT DISTINCT item_id FROM item_features)")
+    return {"users": users, "items": [r[0] for r in rows], "category": dict(rows)}
+
+
+def _materialize(store, settings, out: list, label: str) -> None:
+    lo, hi = _sql(settings, "SELECT min(event_timestamp), max(event_timestamp) "
+                            "FROM user_features")[0]
+    t0 = time.perf_counter()
+    store.materialize(start_date=lo - timedelta(days=1), end_date=hi + timedelta(days=1))
+    _stage(out, f"materialize_{label}", time.perf_counter() - t0)
+
+
+def _delete_redis_project(redis_url: str, project: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    n = 0
+    batch = []
+    for key in client.scan_iter(match=f"*{project}", count=10000):
+        batch.append(key)
+        if len(batch) >= 10000:
+            n += client.delete(*batch)
+            batch = []
+    if batch:
+        n += client.delete(*batch)
+    return n
+
+
+def run_sim(events: int | None = None, pit_rows: list[int] | None = None, calls: int = 1000,
+            days: int | None = None, embeddings: bool | None = None,
+            redis_url: str | None = None) -> list[dict]:
+    """The whole simulated-shop benchmark in a scratch database and folder (see module doc)."""
+    import os
+    import shutil
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from benchmarks.common import scratch_database
+    from features.store import apply
+
+    events = events or _env_int("CARTWISE_BENCH_EVENTS", 200_000)
+    days = days or _env_int("CARTWISE_BENCH_DAYS", 30)
+    if pit_rows is None:
+        pit_rows = [int(float(x)) for x in
+                    os.environ.get("CARTWISE_BENCH_PIT_ROWS", "100000").split(",") if x]
+    if embeddings is None:
+        embeddings = os.environ.get("CARTWISE_BENCH_EMBEDDINGS", "0") == "1"
+    if redis_url is None:
+        redis_url = os.environ.get("CARTWISE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+    timeout_s = _env_int("CARTWISE_BENCH_PIT_TIMEOUT_S", 300)
+    folder = Path(tempfile.mkdtemp(prefix="cw_bench_features_"))
+    project = f"cwbench{uuid.uuid4().hex[:8]}"
+    out: list[dict] = []
+    try:
+        with scratch_database() as base:
+            settings = base.model_copy(update={"data_dir": folder / "data",
+                                               "feast_project": project, "redis_url": None})
+            print(f"  scratch: {folder}, database {settings.database_url.rsplit('/', 1)[-1]}",
+                  flush=True)
+            store, recs = prepare_sim(settings, folder, events, days, embeddings)
+            out += recs
+            (impressions,), = _sql(settings, "SELECT count(*) FROM events WHERE event_type = "
+                                             "'impression' AND NOT is_bot")
+            sizes = sorted({min(n, impressions) for n in pit_rows})
+            out += bench_pit_sim(store, settings, sizes, timeout_s)
+            catalog = _sim_catalog(settings)
+            _materialize(store, settings, out, "sqlite")
+            out += bench_online(store, catalog, calls, "sqlite")
+            out += bench_push(store, catalog, settings)
+            if redis_url:
+                rsettings = settings.model_copy(update={"redis_url": redis_url})
+                try:
+                    rstore = apply(rsettings)
+                    _materialize(rstore, rsettings, out, "redis")
+                    out += bench_online(rstore, catalog, calls, "redis")
+                finally:
+                    _delete_redis_project(redis_url, project)
+            for rec in out:
+                rec["params"].setdefault("events", events)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return out
