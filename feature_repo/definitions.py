@@ -296,6 +296,29 @@ def user_item_similarity(inputs: dict) -> dict:
     return {"user_item_cosine": out}
 
 
+@on_demand_feature_view(
+    sources=[user_session[["last_viewed_categories", "session_views"]], item_stats[["item_category"]]],
+    schema=[Field(name="item_in_session_categories", dtype=Int64),
+            Field(name="session_category_rank", dtype=Int64)],
+    mode="python",
+)
+def session_category_match(inputs: dict) -> dict:
+    """Whether the item's category was viewed earlier in the session, and how recently.
+
+    The session's categories arrive by push within a second of a view, so this is what lets a
+    ranking react to what the user is doing now. Rank 1 is the latest category; 0 means not
+    viewed in the session (or no session known).
+    """
+    match, rank = [], []
+    for viewed, category in zip(inputs["last_viewed_categories"], inputs["item_category"]):
+        recent = [c for c in (viewed or "").split("|") if c]
+        order = list(dict.fromkeys(recent))
+        hit = category is not None and category in order
+        match.append(1 if hit else 0)
+        rank.append(order.index(category) + 1 if hit else 0)
+    return {"item_in_session_categories": match, "session_category_rank": rank}
+
+
 # ---------------------------------------------------------------- feature services
 # ranker_v1 needs entity rows with user_id, item_id, category (the item's leaf category),
 # event_timestamp and request_ts_s. Pinned features: changing this list is a new version.
@@ -307,6 +330,18 @@ ranker_v1 = FeatureService(
     ],
     tags={"model": "ranker", "version": "1"},
     description="Ranker contract: one row per (user, item) candidate at a request time.",
+)
+
+# ranker_v2 = ranker_v1 + the item-in-session match, so a ranking follows the live session.
+ranker_v2 = FeatureService(
+    name="ranker_v2",
+    features=[
+        user_stats, item_stats, category_stats, user_category_affinity, user_session,
+        request_time_features, user_recency, price_vs_user_avg, user_item_similarity,
+        session_category_match,
+    ],
+    tags={"model": "ranker", "version": "2"},
+    description="ranker_v1 + whether the item's category was viewed earlier in the session.",
 )
 
 # intent_v1 needs entity rows with query, event_timestamp and request_ts_s.
