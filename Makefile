@@ -7,13 +7,15 @@ DATA ?= data
 DEMO_EVENTS ?= 300000
 DEMO_DAYS ?= 14
 RETAIL ?= ../shared/data/online_retail/online_retail.csv.gz
+# Sizes that train both models in minutes on 2 CPUs; `make train` runs full sizes.
+DEMO_TRAIN_ARGS ?= --intent-max-steps 150 --ranker-list-sample 0.3 --ranker-epochs 4
 # The demo runs on embedded defaults: no DATABASE_URL/REDIS_URL, everything under $(DATA).
 EMBEDDED := env -u DATABASE_URL -u REDIS_URL CARTWISE_DATA_DIR=$(DATA) BENTOML_HOME=$(abspath $(DATA))/bentoml
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services test demo bench clean serve
+.PHONY: help venv services test demo bench clean serve train
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +50,14 @@ demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_UR
 	$(EMBEDDED) $(PY) -m features.feast_cli materialize-incremental
 	$(EMBEDDED) $(PY) -m features.show --rows 2
 	$(EMBEDDED) $(PY) -m features.consistency --sample 20
+	$(EMBEDDED) $(PY) -m training.all --out-dir $(DATA)/runs --truth $(DATA)/sim/truth/impressions.parquet \
+	  $(DEMO_TRAIN_ARGS)
+	$(EMBEDDED) $(PY) -m serving.demo --sim $(DATA)/sim --start
+
+train: venv  ## train both models at full size on the demo's embedded stores (after make demo)
+	$(EMBEDDED) $(PY) -m features.pipeline
+	$(EMBEDDED) $(PY) -m features.feast_cli apply
+	$(EMBEDDED) $(PY) -m training.all --out-dir $(DATA)/runs --truth $(DATA)/sim/truth/impressions.parquet
 
 PORT ?= 3000
 serve: venv  ## serve the HTTP API on embedded defaults (models from the BentoML store); OpenAPI at /docs

@@ -1,13 +1,22 @@
 """Train the CTR ranker (DCN-v2) on a point-in-time training frame, under torchrun or not.
 
+    python -m training.ranker --feast --truth data/sim/truth/impressions.parquet --save-model
+    python -m training.ranker --feast --start 2026-09-01 --end 2026-09-15 --list-sample 0.3
     python -m training.ranker --frame train.parquet --out-dir runs
     torchrun --standalone --nproc_per_node 2 -m training.ranker --frame train.parquet
-    python -m training.ranker --feast feature_repo --start 2024-01-01 --end 2024-02-01 \
-        --truth data/sim/truth/impressions.parquet
+
+`--feast` builds the frame from feature service ranker_v1 over the clean impressions in the
+database (DATABASE_URL / CARTWISE_* settings; default window: all of them), through the Feast
+registry and offline store: labels in PostgreSQL, features point in time. `--list-sample`
+keeps that share of request lists (whole lists, chosen by a hash of list_id) to bound cost.
 
 Split by time: lists are ordered by their first timestamp; the earliest go to training, the
 next to validation (early stopping), the latest to test (read once, for the report). Dense
 feature statistics come from the training split only and are saved with the model.
+Position is never a feature (serving ranks candidates before they have one). With
+`--position-bias` training also adds a learned per-position logit offset that absorbs the
+examination effect in the logged clicks and is dropped at inference; it is off by default
+because on logged test clicks (which carry that effect) it measured lower AUC.
 With several processes each rank trains on its own shard (DistributedDataParallel averages
 the gradients); every rank scores the whole validation split, so all reach the same
 early-stopping decision; rank 0 alone writes the report and the model.
@@ -39,10 +48,16 @@ MODEL_NAME = "cartwise-ranker"
 @dataclass
 class RankerTrainArgs:
     frame: str | None = None          # parquet with the training frame
-    feast: str | None = None          # or: Feast repo path, frame built from FEATURE_SERVICE
+    feast: str | None = None          # or: Feast repo path ("" = feature_repo/), FEATURE_SERVICE
     feature_service: str = FEATURE_SERVICE
-    start: str | None = None          # label window for --feast (ISO dates)
+    start: str | None = None          # label window for --feast (ISO; default: all impressions)
     end: str | None = None
+    list_sample: float = 1.0          # --feast: share of request lists kept (hash of list_id)
+    # Absolute epoch seconds: under a time split every test value lies beyond the training
+    # range, so the net would extrapolate on them; their useful part (recency, item age) is
+    # already in seconds_since_last_activity and item_age_days.
+    exclude: str = "last_event_ts_s,item_listed_at_s"
+    position_bias: bool = False
     truth: str | None = None          # simulator's impressions.parquet (event_id, p_click)
     out_dir: str = "runs"
     buckets: int = 2**15
@@ -66,16 +81,84 @@ class RankerTrainArgs:
 
 # ---------------------------------------------------------------- data
 
-def frame_from_feast(repo_path: str, feature_service: str = FEATURE_SERVICE, **kwargs):
-    """The one place that touches Feast: the point-in-time frame and its feature names."""
-    from feast import FeatureStore
-    from features.training_set import build_training_set
+def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[first, last] clean impression time, end made exclusive by one microsecond."""
+    from governance.db import connect
 
-    store = FeatureStore(repo_path=repo_path)
-    frame = build_training_set(store, feature_service, **kwargs)
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT min(event_ts), max(event_ts) FROM events "
+                        "WHERE event_type = 'impression' AND NOT is_bot")
+            lo, hi = cur.fetchone()
+    finally:
+        conn.close()
+    if lo is None:
+        raise SystemExit("no clean impressions in the database: ingest a simulation first")
+    return pd.Timestamp(lo), pd.Timestamp(hi) + pd.Timedelta(microseconds=1)
+
+
+def label_batch_ids(settings, event_ids, positive_ids) -> list[int]:
+    """Ingest batches of the events a training set was made of: its impressions and the
+    clicks that made its positive labels (a click may land in a later daily batch)."""
+    from governance.db import connect
+
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE _ts_ids (event_id text PRIMARY KEY, pos bool) "
+                        "ON COMMIT DROP")
+            positives = set(positive_ids)
+            rows = "".join(f"{e}\t{'t' if e in positives else 'f'}\n" for e in event_ids)
+            import io
+
+            cur.copy_expert("COPY _ts_ids FROM STDIN", io.StringIO(rows))
+            cur.execute("""
+                SELECT DISTINCT e.batch_id FROM _ts_ids t JOIN events e USING (event_id)
+                UNION
+                SELECT DISTINCT c.batch_id FROM _ts_ids t JOIN events i USING (event_id)
+                JOIN events c ON c.user_id = i.user_id AND c.session_id = i.session_id
+                     AND c.item_id = i.item_id AND c.list_id = i.list_id
+                     AND c.event_type = 'click' AND NOT c.is_bot AND c.event_ts >= i.event_ts
+                WHERE t.pos""")
+            return sorted(int(r[0]) for r in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def frame_from_feast(settings=None, feature_service: str = FEATURE_SERVICE, *, start=None,
+                     end=None, list_sample: float = 1.0, repo_path: str | None = None):
+    """The one place that touches Feast: the point-in-time frame, its feature names and the
+    lineage of its labels (window, ingest batch ids)."""
+    from features.store import get_store
+    from features.training_set import build_training_set, labels_sql
+
+    if repo_path:
+        from feast import FeatureStore
+
+        from features.store import set_env
+
+        set_env(settings)
+        store = FeatureStore(repo_path=repo_path)
+    else:
+        store = get_store(settings)
+    if start is None or end is None:
+        lo, hi = impression_window(settings)
+        start, end = start or lo, end or hi
+    entity_sql = labels_sql(feature_service, start, end)
+    if list_sample < 1.0:
+        # hashtext is stable for a given server, so a rerun samples the same lists.
+        entity_sql = (f"SELECT * FROM ({entity_sql}) l WHERE "
+                      f"(hashtext(l.list_id) & 1023) < {int(round(list_sample * 1024))}")
+    frame = build_training_set(store, feature_service, entity_df=entity_sql)
     service = store.get_feature_service(feature_service)
     names = [f.name for proj in service.feature_view_projections for f in proj.features]
-    return frame, names
+    lineage = {"label_window": [pd.Timestamp(start), pd.Timestamp(end)],
+               "list_sample": list_sample,
+               "batch_ids": label_batch_ids(settings, frame["event_id"].astype(str),
+                                            frame.loc[frame["label"] == 1, "event_id"]
+                                            .astype(str))}
+    return frame, names, lineage
 
 
 def time_split(frame: pd.DataFrame, val_frac: float, test_frac: float):
@@ -142,30 +225,53 @@ def _val_loss(train_mod: RankerTrain, enc, device, batch_size: int = 8192) -> fl
 
 
 def train(args: RankerTrainArgs, frame: pd.DataFrame | None = None,
-          feature_names: list[str] | None = None, truth: pd.DataFrame | None = None) -> dict:
+          feature_names: list[str] | None = None, truth: pd.DataFrame | None = None,
+          lineage: dict | None = None) -> dict:
+    """`lineage` (label window, batch ids) comes with a frame from frame_from_feast."""
     t0 = time.time()
     device = pick_device(args.device)
     distributed = _init_dist(device)
     rank, world = _dist_info()
     try:
-        return _train(args, frame, feature_names, truth, device, distributed, rank, world, t0)
+        return _train(args, frame, feature_names, truth, device, distributed, rank, world, t0,
+                      lineage)
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(args, frame, feature_names, truth, device, distributed, rank, world, t0):
+def numeric_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Feast hands back nullable integer features as object columns of ints and None; made
+    float (NaN) here so they are standardised as numbers rather than hashed as strings."""
+    out = frame.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            sample = out[c].dropna().head(200)
+            if len(sample) and all(isinstance(v, (int, float, np.integer, np.floating))
+                                   and not isinstance(v, bool) for v in sample):
+                out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out
+
+
+def _train(args, frame, feature_names, truth, device, distributed, rank, world, t0,
+           extra_lineage=None):
     seed_everything(args.seed)
+    t_data = time.time()
     if frame is None:
-        if args.feast:
-            frame, feature_names = frame_from_feast(args.feast, args.feature_service,
-                                                    start=args.start, end=args.end)
+        if args.feast is not None:
+            frame, feature_names, extra_lineage = frame_from_feast(
+                settings=None, feature_service=args.feature_service, start=args.start,
+                end=args.end, list_sample=args.list_sample, repo_path=args.feast or None)
         else:
             frame = pd.read_parquet(args.frame)
-    frame = frame.copy()
+    frame = numeric_objects(frame)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    data_seconds = time.time() - t_data
     splits, ranges = time_split(frame, args.val_frac, args.test_frac)
-    spec = FeatureSpec.discover(splits["train"], args.buckets, feature_names)
+    excluded = {c for c in args.exclude.split(",") if c}
+    names = None if feature_names is None else [n for n in feature_names if n not in excluded]
+    spec = FeatureSpec.discover(splits["train"].drop(columns=list(excluded & set(frame.columns))),
+                                args.buckets, names)
     enc = {k: spec.encode(v) for k, v in splits.items()}
     cfg = RankerConfig(n_sparse=len(spec.sparse), n_dense=len(spec.dense),
                        vector_dim=sum(spec.vectors.values()), buckets=args.buckets,
@@ -173,11 +279,11 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
                        deep=tuple(int(x) for x in args.deep.split(",") if x),
                        dropout=args.dropout)
     model = DCNv2(cfg).to(device)  # same seed on every rank, so the replicas start equal
-    train_mod = RankerTrain(model)
+    train_mod = RankerTrain(model, position_bias=args.position_bias and "position" in frame)
     ddp = (torch.nn.parallel.DistributedDataParallel(
         train_mod, device_ids=[device.index] if device.type == "cuda" else None)
         if distributed else train_mod)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(train_mod.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
     writer = tb_writer(folder, args.tensorboard) if rank == 0 else None
 
@@ -256,19 +362,24 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
         if "batch_id" in frame else []
     lineage = {"time_range": ranges, "batch_ids": batch_ids,
                "rows": {k: len(v) for k, v in splits.items()},
-               "feature_service": args.feature_service}
+               "feature_service": args.feature_service, **(extra_lineage or {})}
+    pos_bias = (train_mod.position_bias.weight.detach().squeeze(-1)[1:11].tolist()
+                if train_mod.position_bias is not None else None)
     body = {"args": args, "feature_service": args.feature_service, "world_size": world,
             "device": str(device), "features": dataclasses.asdict(spec) | {"mean": None,
                                                                            "std": None},
             "history": history, "best_val_logloss": best, "test": results,
             "train_samples_per_s": throughput, "lineage": lineage,
-            "wall_seconds": time.time() - t0}
+            "position_bias_logit_pos0_9": pos_bias, "data_seconds": data_seconds,
+            "train_seconds": train_seconds, "wall_seconds": time.time() - t0}
     report = write_report(folder, "ranker", body)
     if writer:
         writer.close()
     out = {"rank": 0, "world_size": world, "bundle": bundle, "folder": folder,
            "report": report, "test": results, "lineage": lineage,
-           "train_samples_per_s": throughput, "history": history}
+           "train_samples_per_s": throughput, "history": history, "spec": spec,
+           "data_seconds": data_seconds, "train_seconds": train_seconds,
+           "wall_seconds": time.time() - t0}
     if args.save_model:
         from training.store import save_ranker
 
@@ -281,7 +392,10 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(RankerTrainArgs):
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
+        if f.name == "feast":
+            p.add_argument(flag, nargs="?", const="", default=None, metavar="REPO_PATH",
+                           help="build the frame from Feast (default repo: feature_repo/)")
+        elif isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
@@ -291,11 +405,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = RankerTrainArgs(**vars(_parser().parse_args(argv)))
-    if not (args.frame or args.feast):
-        raise SystemExit("give --frame PARQUET or --feast REPO_PATH")
+    if not args.frame and args.feast is None:
+        raise SystemExit("give --frame PARQUET or --feast [REPO_PATH]")
     res = train(args)
     if res["rank"] == 0:
         print(f"report: {res['report']}")
+        if res.get("tag"):
+            print(f"model: {res['tag']}  batch_ids: {len(res['lineage']['batch_ids'])}")
         for name, m in res["test"].items():
             print(f"  {name:10s} " + " ".join(f"{k}={v:.4f}" for k, v in m.items()
                                                if isinstance(v, float)))

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from training.common import KEY_COLUMNS
 
 ID_COLUMNS = ("user_id", "item_id")
+MAX_POSITION = 64  # position-bias slots: 0 = unknown, 1..63 = list positions 0..62 (capped)
 NEVER_FEATURES = set(KEY_COLUMNS) | {"p_click", "session_id", "batch_id", "query"}
 
 
@@ -103,6 +104,11 @@ class FeatureSpec:
                                            else np.zeros((n, 0), np.float32))}
         if "label" in frame:
             out["label"] = torch.as_tensor(frame["label"].to_numpy(dtype=np.float32))
+        if "position" in frame:
+            # Only the training loss reads it (RankerTrain's position bias); never a feature.
+            pos = pd.to_numeric(frame["position"], errors="coerce").fillna(-1).to_numpy()
+            out["position"] = torch.as_tensor(np.clip(pos, -1, MAX_POSITION - 2) + 1,
+                                              dtype=torch.long)
         return out
 
 
@@ -161,14 +167,25 @@ class DCNv2(nn.Module):
 
 
 class RankerTrain(nn.Module):
-    """Loss wrapper (torchrec DLRMTrain style): the model stays a pure scorer for serving."""
+    """Loss wrapper (torchrec DLRMTrain style): the model stays a pure scorer for serving.
 
-    def __init__(self, model: DCNv2):
+    With `position_bias` the training logit is model(x) + b[position] (a "position-aware
+    learning" shallow tower, Guo et al. 2019): the logged clicks depend on where the item was
+    shown, which serving cannot know when it ranks candidates, so the examination effect is
+    learnt here and dropped at inference. Position never enters the model itself.
+    """
+
+    def __init__(self, model: DCNv2, position_bias: bool = False):
         super().__init__()
         self.model = model
+        self.position_bias = nn.Embedding(MAX_POSITION, 1) if position_bias else None
+        if self.position_bias is not None:
+            nn.init.zeros_(self.position_bias.weight)
 
     def forward(self, batch: dict[str, torch.Tensor]):
         logits = self.model(batch["ids"], batch["dense"], batch["vectors"])
+        if self.position_bias is not None and "position" in batch:
+            logits = logits + self.position_bias(batch["position"]).squeeze(-1)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
         return loss, logits.detach()
 

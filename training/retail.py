@@ -1,6 +1,12 @@
 """Online Retail next-purchase ranking: what will each customer buy after a cut-off date?
 
+    python -m training.retail --from-db --cutoff 2011-11-09      # events of source online_retail
     python -m training.retail --purchases purchases.parquet --cutoff 2011-10-01 --out-dir runs
+
+`--from-db` reads the governed events table (DATABASE_URL / CARTWISE_* settings): clean
+`purchase` events of the batches whose source is `online_retail`. Returns (cancelled invoice
+lines, event_type `return`) are left out: the original purchase line stays in the history
+(the customer did choose the item), and a cancellation is not a purchase to predict.
 
 Train on purchases before the cut-off, rank all items for every customer who buys after it
 (within --horizon-days), and score Recall@20 and NDCG@10 against the set of items they
@@ -41,6 +47,29 @@ class RetailArgs:
     k_recall: int = 20
     k_ndcg: int = 10
     out_dir: str = "runs"
+    from_db: bool = False
+    source: str = "online_retail"    # --from-db: ingest_batches.source to read
+
+
+PURCHASES_SQL = """
+SELECT e.user_id, e.item_id, e.event_ts, e.quantity, e.batch_id
+FROM events e JOIN ingest_batches b USING (batch_id)
+WHERE b.source = %(source)s AND e.event_type = 'purchase' AND NOT e.is_bot
+  AND e.user_id IS NOT NULL AND e.item_id IS NOT NULL
+"""
+
+
+def purchases_from_db(settings=None, source: str = "online_retail") -> pd.DataFrame:
+    from governance.db import connect
+
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(PURCHASES_SQL, {"source": source})
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "quantity", "batch_id"])
 
 
 def _decay(age_days: np.ndarray, half_life: float) -> np.ndarray:
@@ -184,7 +213,12 @@ def run(purchases: pd.DataFrame, args: RetailArgs) -> dict:
     res.pop("_grid_inputs")
     folder = run_dir(args.out_dir, "retail")
     ranks = {n: m["all"][f"ndcg@{args.k_ndcg}"] for n, m in res["methods"].items()}
-    body = {"kind": "retail", "args": args, **res, "validation_grid": grid,
+    lineage = {"source": args.source if args.from_db else args.purchases,
+               "rows": len(p), "customers": int(p["user_id"].nunique()),
+               "items": int(p["item_id"].nunique()),
+               "batch_ids": sorted(int(b) for b in p["batch_id"].dropna().unique())
+               if "batch_id" in p else []}
+    body = {"kind": "retail", "args": args, **res, "validation_grid": grid, "lineage": lineage,
             "winner_by_ndcg": max(ranks, key=ranks.get),
             "train_range": [p["event_ts"].min(), cutoff], "wall_seconds": time.time() - t0}
     write_json(folder / "report.json", body)
@@ -195,12 +229,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m training.retail", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(RetailArgs):
+        if isinstance(f.default, bool):
+            ap.add_argument("--" + f.name.replace("_", "-"), action="store_true")
+            continue
         typ = {"int": int, "float": float}.get(str(f.type), str)
         ap.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
     args = RetailArgs(**vars(ap.parse_args(argv)))
-    if not args.purchases:
-        raise SystemExit("give --purchases FILE (parquet or csv)")
-    df = (pd.read_csv if args.purchases.endswith(".csv") else pd.read_parquet)(args.purchases)
+    if args.from_db:
+        df = purchases_from_db(None, args.source)
+        if df.empty:
+            raise SystemExit(f"no purchase events from source {args.source!r} in the database")
+    elif args.purchases:
+        df = (pd.read_csv if args.purchases.endswith(".csv") else pd.read_parquet)(args.purchases)
+    else:
+        raise SystemExit("give --from-db or --purchases FILE (parquet or csv)")
     res = run(df, args)
     print(f"cutoff {res['cutoff']}  weights {res['weights']}  report {res['folder']}")
     for name, m in res["methods"].items():
