@@ -9,7 +9,7 @@ intent classifier) can be checked against what really happened.
 Run it:
 
     .venv/bin/python -m governance.simulate --out data/sim                 # ~1M events, 30 days
-    .venv/bin/python -m governance.simulate --out /tmp/sim10m --events 10000000
+    .venv/bin/python -m governance.simulate --out data/sim10m --events 10000000
     .venv/bin/python -m governance.simulate --help
 
 Layout under --out: users.csv.gz, items.csv.gz, labelled_queries.csv.gz, events/YYYY-MM-DD.csv.gz
