@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services test demo bench clean serve train
+.PHONY: help venv services test demo bench clean serve train stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,5 +66,8 @@ serve: venv  ## serve the HTTP API on embedded defaults (models from the BentoML
 bench: venv services  ## run the benchmarks, write benchmarks/results/latest.json
 	$(PY) -m benchmarks
 
-clean:  ## remove generated data (stops nothing; the embedded PostgreSQL lives in $(DATA)/pg)
+stop:  ## stop the embedded PostgreSQL that make demo/serve/train leave running
+	$(EMBEDDED) $(PY) -m governance.db stop
+
+clean:  ## remove generated data (the embedded PostgreSQL in $(DATA)/pg stays: make stop)
 	rm -rf $(DATA)/sim $(DATA)/reports

@@ -7,6 +7,7 @@ training and serving (separate programs) all reach the same database.
     python -m governance.db migrate     # apply Alembic migrations
     python -m governance.db url         # print the SQLAlchemy URL in use
     eval "$(python -m governance.db env)"   # export what feature_store.yaml reads
+    python -m governance.db stop        # stop the embedded PostgreSQL (it outlives each program)
 """
 
 from __future__ import annotations
@@ -38,6 +39,28 @@ def embedded_server_url(data_dir: Path) -> str:
     # cleanup_mode=None: the server outlives this process, other programs reuse it.
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     return server.get_uri()
+
+
+def stop_embedded_server(data_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL under `data_dir`, if it runs; True when one was stopped.
+
+    pgserver stops a server only when the last process holding it lets go, and programs here
+    deliberately leave it running, so stopping is an explicit act.
+    """
+    import os
+
+    import pgserver
+    from pgserver.postgres_server import PostmasterInfo
+
+    pgdata = (data_dir / "pg").resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or not info.is_running():
+        return False
+    # As root, pgserver runs PostgreSQL as its own 'pgserver' user; pg_ctl must run as that user.
+    user = "pgserver" if os.geteuid() == 0 else None
+    pgserver.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user)
+    _resolved_url.cache_clear()
+    return True
 
 
 @lru_cache(maxsize=4)
@@ -128,11 +151,16 @@ def feast_env(settings: Settings | None = None) -> dict[str, str]:
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m governance.db", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["migrate", "url", "env"])
+    parser.add_argument("command", choices=["migrate", "url", "env", "stop"])
     args = parser.parse_args()
     if args.command == "migrate":
         migrate()
         print("migrations applied")
+    elif args.command == "stop":
+        settings = get_settings()
+        stopped = stop_embedded_server(settings.data_dir)
+        print("embedded PostgreSQL stopped" if stopped else
+              f"no embedded PostgreSQL running under {settings.data_dir / 'pg'}")
     elif args.command == "url":
         print(sqlalchemy_url())
     else:

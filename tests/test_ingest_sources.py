@@ -45,9 +45,7 @@ def test_online_retail_sample_ingests_with_the_expected_counts(settings):
 
 @pytest.mark.slow
 def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
-    import pgserver
-
-    from governance.db import migrate
+    from governance.db import migrate, stop_embedded_server
 
     settings = Settings(database_url=None, data_dir=tmp_path / "data")
     try:
@@ -60,4 +58,5 @@ def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
             cur.execute("SELECT title FROM items")
             assert cur.fetchall() == [("Kettle",)]
     finally:
-        pgserver.get_server(tmp_path / "data" / "pg", cleanup_mode="stop").cleanup()
+        assert stop_embedded_server(tmp_path / "data")
+    assert not stop_embedded_server(tmp_path / "data")  # really stopped: nothing left to stop
