@@ -87,7 +87,7 @@ class IngestError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- reading
 
-def read_csv(path: Path, table: str) -> tuple[pd.DataFrame, list[dict]]:
+def read_csv(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     """Read a contract CSV as text, indexed by line number (the header is line 1).
 
     A line with the wrong number of fields is returned apart, for quarantine, never skipped.
@@ -415,7 +415,7 @@ def ingest_file(table: str, path: Path | str, *, settings: Settings | None = Non
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    raw, malformed = read_csv(path, table)
+    raw, malformed = read_csv(path)
     return ingest_frame(table, raw, settings=settings, source=source or f"file:{table}",
                         file_name=path.name, checksum=file_checksum(path), pre_rejected=malformed,
                         pre_rule_hits={"malformed_line": len(malformed)}, write_files=write_files)

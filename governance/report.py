@@ -74,11 +74,13 @@ def drift(now: dict, before: dict | None) -> dict:
 def build_quality(cur, *, table, batch_id, source, raw, clean, rejected, rule_hits, rows_read,
                   rows_loaded, rows_duplicate) -> dict:
     by_reason: dict[str, list] = {}
+    reason_counts: dict[str, int] = {}
     for row in rejected:
         for reason in row["reasons"]:
-            by_reason.setdefault(reason, [])
-            if len(by_reason[reason]) < EXAMPLES_PER_REASON:
-                by_reason[reason].append({"row_number": row.get("row_number"), "raw": row["raw"]})
+            reason_counts[reason] = reason_counts.get(reason, 0) + 1
+            examples = by_reason.setdefault(reason, [])
+            if len(examples) < EXAMPLES_PER_REASON:
+                examples.append({"row_number": row.get("row_number"), "raw": row["raw"]})
     quality = {
         "batch_id": batch_id,
         "table": table,
@@ -87,7 +89,7 @@ def build_quality(cur, *, table, batch_id, source, raw, clean, rejected, rule_hi
                    "rows_quarantined": len(rejected), "rows_duplicate": rows_duplicate,
                    "reconciles": rows_read == rows_loaded + len(rejected) + rows_duplicate},
         "rule_hits": {k: int(v) for k, v in sorted(rule_hits.items()) if v},
-        "quarantine_reasons": {k: sum(1 for r in rejected if k in r["reasons"]) for k in by_reason},
+        "quarantine_reasons": reason_counts,
         "null_rates": _null_rates(raw),
         "distributions": _distributions(table, clean),
         "examples": by_reason,

@@ -118,11 +118,20 @@ class LabelledQueryRecord(pa.DataFrameModel):
         name = "labelled_queries"
 
 
-CleanLabelledQueries = LabelledQueryRecord
+class CleanLabelledQueries(LabelledQueryRecord):
+    source: Series[Text] = pa.Field(description="'labelled', or the weak-label rule that made it")
 
 RECORD_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "users": UserRecord,
     "items": ItemRecord,
     "events": EventRecord,
     "labelled_queries": LabelledQueryRecord,
+}
+
+# The row as stored: what a batch loads must pass these (checked in tests/test_ingest.py).
+CLEAN_MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "users": CleanUsers,
+    "items": CleanItems,
+    "events": CleanEvents,
+    "labelled_queries": CleanLabelledQueries,
 }

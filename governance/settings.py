@@ -41,10 +41,6 @@ class Settings(BaseSettings):
     )
     feast_project: str = "cartwise"
 
-    @property
-    def embedded(self) -> bool:
-        return self.database_url is None
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -37,8 +37,6 @@ def _parse_column(raw: pd.Series, dtype: str) -> pd.Series:
             return numbers.astype("float64")
         whole = numbers.where(np.isfinite(numbers) & (numbers == np.round(numbers)))
         return whole.astype("Int64")
-    if dtype == "bool":
-        return raw.map({"true": True, "false": False, True: True, False: False})
     # Text: strip surrounding blanks; empty means missing.
     text = raw.astype(TEXT).str.strip()
     return text.mask(text == "")

@@ -259,3 +259,13 @@ def test_bot_flags_match_the_simulators_ground_truth(settings, tiny_sim):
     false_positive_rate = stored.loc[~is_bot_user, "is_bot"].mean()
     assert is_bot_user.any()
     assert recall > 0.95 and false_positive_rate < 0.001
+
+
+def test_loaded_rows_satisfy_the_stored_row_models(settings, tiny_sim):
+    from governance.schemas import CLEAN_MODELS
+
+    results = ingest_simulation(tiny_sim, settings=settings, progress=False)
+    assert {r.table for r in results} == set(CLEAN_MODELS)
+    for r in results:
+        assert len(r.clean) == r.rows_loaded > 0
+        CLEAN_MODELS[r.table].validate(r.clean, lazy=True)
