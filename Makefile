@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services test demo bench clean serve train stop
+.PHONY: help venv services lint format test demo bench clean serve train stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,15 @@ $(VENV)/.installed: pyproject.toml
 services:  ## make sure the local PostgreSQL and Redis answer (starts them when they are down)
 	@bash .ci/services
 
-test: venv services  ## run the test suite against real PostgreSQL and Redis
+lint: venv  ## ruff: lint and format check (make test runs it first)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv  ## ruff: apply the formatter and the safe lint fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: venv services lint  ## lint, then run the test suite against real PostgreSQL and Redis
 	$(PY) -m pytest
 
 demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_URL/REDIS_URL)

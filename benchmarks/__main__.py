@@ -12,7 +12,7 @@ import argparse
 import importlib
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SUITES = ["ingest", "training", "features", "serving"]
@@ -20,8 +20,11 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", nargs="+", choices=SUITES, default=SUITES)
     args = parser.parse_args(argv)
     records: list[dict] = []
@@ -32,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
             records.append(rec)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "when": datetime.now(timezone.utc).isoformat(), "machine": platform.node(),
-        "python": platform.python_version(), "records": records}, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(),
+                "machine": platform.node(),
+                "python": platform.python_version(),
+                "records": records,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS}")
     return 0
 

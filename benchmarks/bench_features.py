@@ -2,7 +2,8 @@
 `{name, value, unit, baseline_value, ratio, params}` (the runner is benchmarks/__main__.py).
 
     python -m benchmarks --only features         # governance.simulate data, default sizes (~10 min)
-    CARTWISE_BENCH_EVENTS=10000000 CARTWISE_BENCH_PIT_ROWS=1000000 python -m benchmarks --only features
+    CARTWISE_BENCH_EVENTS=10000000 CARTWISE_BENCH_PIT_ROWS=1000000 \
+        python -m benchmarks --only features
     from benchmarks.bench_features import run_all
     run_all()                                     # scratch database, simulated shop
     run_all(settings, n_sessions=2000)            # old path: features/synthetic.py into a
@@ -39,37 +40,51 @@ Environment (defaults in brackets):
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import numpy as np
 import pandas as pd
 
-ONLINE_REFS = ["user_stats:ctr_7d", "user_stats:clicks_30d", "user_stats:avg_price_paid_30d",
-               "item_stats:item_ctr_smoothed_30d", "item_stats:item_price",
-               "item_stats:item_popularity_trend", "user_category_affinity:uc_affinity_30d"]
+ONLINE_REFS = [
+    "user_stats:ctr_7d",
+    "user_stats:clicks_30d",
+    "user_stats:avg_price_paid_30d",
+    "item_stats:item_ctr_smoothed_30d",
+    "item_stats:item_price",
+    "item_stats:item_popularity_trend",
+    "user_category_affinity:uc_affinity_30d",
+]
 
 
 def _rec(name, value, unit, baseline=None, params=None):
     """benchmarks.common.record; ms metrics are lower-is-better (ratio = baseline / value)."""
     from benchmarks.common import record
 
-    return record(name, float(value), unit, baseline, params or {},
-                  higher_is_better=unit != "ms")
+    return record(name, float(value), unit, baseline, params or {}, higher_is_better=unit != "ms")
 
 
-def prepare(settings, n_sessions: int = 2000, days: float = 10, n_items: int = 500,
-            n_users: int = 300, embeddings: bool = False):
+def prepare(
+    settings,
+    n_sessions: int = 2000,
+    days: float = 10,
+    n_items: int = 500,
+    n_users: int = 300,
+    embeddings: bool = False,
+):
     from features import pipeline, synthetic
     from features.store import apply
 
-    catalog = synthetic.load(settings, n_sessions=n_sessions, days=days, n_items=n_items,
-                             n_users=n_users)
+    catalog = synthetic.load(
+        settings, n_sessions=n_sessions, days=days, n_items=n_items, n_users=n_users
+    )
     t0 = time.perf_counter()
     report = pipeline.run(settings, embeddings=embeddings)
     pipeline_s = time.perf_counter() - t0
     store = apply(settings)
-    store.materialize(start_date=synthetic.T0 - timedelta(days=400),
-                      end_date=synthetic.T0 + timedelta(days=days + 1))
+    store.materialize(
+        start_date=synthetic.T0 - timedelta(days=400),
+        end_date=synthetic.T0 + timedelta(days=days + 1),
+    )
     return store, catalog, report, pipeline_s
 
 
@@ -78,11 +93,19 @@ def bench_pit(store, catalog, days: float = 10) -> list[dict]:
     from features.training_set import build_training_set
 
     t0 = time.perf_counter()
-    df = build_training_set(store, "ranker_v1", start=synthetic.T0,
-                            end=synthetic.T0 + timedelta(days=days + 1))
+    df = build_training_set(
+        store, "ranker_v1", start=synthetic.T0, end=synthetic.T0 + timedelta(days=days + 1)
+    )
     s = time.perf_counter() - t0
-    return [_rec("pit_rows_per_s", len(df) / s, "rows/s", 8000.0,
-                 {"rows": len(df), "seconds": round(s, 2), "service": "ranker_v1"})]
+    return [
+        _rec(
+            "pit_rows_per_s",
+            len(df) / s,
+            "rows/s",
+            8000.0,
+            {"rows": len(df), "seconds": round(s, 2), "service": "ranker_v1"},
+        )
+    ]
 
 
 def bench_online(store, catalog, calls: int = 1000, label: str = "sqlite") -> list[dict]:
@@ -97,58 +120,90 @@ def bench_online(store, catalog, calls: int = 1000, label: str = "sqlite") -> li
         store.get_online_features(features=ONLINE_REFS, entity_rows=rows).to_dict()
         lat.append((time.perf_counter() - t0) * 1000)
     p = {"calls": calls, "entities": 100, "features": len(ONLINE_REFS), "store": label}
-    return [_rec(f"online_{label}_p50_ms", np.percentile(lat, 50), "ms", None, p),
-            _rec(f"online_{label}_p99_ms", np.percentile(lat, 99), "ms", 125.0, p)]
+    return [
+        _rec(f"online_{label}_p50_ms", np.percentile(lat, 50), "ms", None, p),
+        _rec(f"online_{label}_p99_ms", np.percentile(lat, 99), "ms", 125.0, p),
+    ]
 
 
 def bench_push(store, catalog, settings, pushes: int = 200) -> list[dict]:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from features.realtime import push_events
 
     lat = []
     user = catalog["users"][0]
     for k in range(pushes):
-        ev = pd.DataFrame([{"event_id": f"bench-{k}", "user_id": user, "session_id": "bench",
-                            "event_type": "view", "item_id": catalog["items"][k % 50],
-                            "event_ts": datetime.now(timezone.utc), "is_bot": False}])
+        ev = pd.DataFrame(
+            [
+                {
+                    "event_id": f"bench-{k}",
+                    "user_id": user,
+                    "session_id": "bench",
+                    "event_type": "view",
+                    "item_id": catalog["items"][k % 50],
+                    "event_ts": datetime.now(UTC),
+                    "is_bot": False,
+                }
+            ]
+        )
         t0 = time.perf_counter()
         pushed = push_events(store, ev, settings)
         want = pushed["session_events"].iloc[0]
-        while store.get_online_features(features=["user_session:session_events"],
-                                        entity_rows=[{"user_id": user}]
-                                        ).to_dict()["session_events"][0] != want:
+        while (
+            store.get_online_features(
+                features=["user_session:session_events"], entity_rows=[{"user_id": user}]
+            ).to_dict()["session_events"][0]
+            != want
+        ):
             pass
         lat.append((time.perf_counter() - t0) * 1000)
     p = {"pushes": pushes}
-    return [_rec("push_visible_p50_ms", np.percentile(lat, 50), "ms", None, p),
-            _rec("push_visible_p99_ms", np.percentile(lat, 99), "ms", None, p)]
+    return [
+        _rec("push_visible_p50_ms", np.percentile(lat, 50), "ms", None, p),
+        _rec("push_visible_p99_ms", np.percentile(lat, 99), "ms", None, p),
+    ]
 
 
-def run_all(settings=None, n_sessions: int = 2000, calls: int = 1000,
-            redis_url: str | None = None, days: float = 10) -> list[dict]:
+def run_all(
+    settings=None,
+    n_sessions: int = 2000,
+    calls: int = 1000,
+    redis_url: str | None = None,
+    days: float = 10,
+) -> list[dict]:
     """No settings: the simulated-shop benchmark (`run_sim`, sizes from the environment).
     With settings: the small features/synthetic.py benchmark into that (empty) database."""
     if settings is None:
         return run_sim(calls=calls)
     store, catalog, report, pipeline_s = prepare(settings, n_sessions=n_sessions, days=days)
-    out = [_rec("pipeline_events_per_s", report.events / pipeline_s, "events/s", None,
-                {"events": report.events, "seconds": round(pipeline_s, 2)})]
+    out = [
+        _rec(
+            "pipeline_events_per_s",
+            report.events / pipeline_s,
+            "events/s",
+            None,
+            {"events": report.events, "seconds": round(pipeline_s, 2)},
+        )
+    ]
     out += bench_pit(store, catalog, days)
     out += bench_online(store, catalog, calls, "sqlite")
     out += bench_push(store, catalog, settings)
     if redis_url:
-        from features.store import apply
         from features import synthetic
+        from features.store import apply
 
         rstore = apply(settings.model_copy(update={"redis_url": redis_url}))
-        rstore.materialize(start_date=synthetic.T0 - timedelta(days=400),
-                           end_date=synthetic.T0 + timedelta(days=days + 1))
+        rstore.materialize(
+            start_date=synthetic.T0 - timedelta(days=400),
+            end_date=synthetic.T0 + timedelta(days=days + 1),
+        )
         out += bench_online(rstore, catalog, calls, "redis")
     return out
 
 
 # ---------------------------------------------------------------- simulated shop, real programs
+
 
 def _env_int(name: str, default: int) -> int:
     import os
@@ -166,14 +221,19 @@ def _run(args: list[str], settings, folder) -> float:
     import subprocess
     import sys
 
-    env = {**os.environ, "DATABASE_URL": settings.database_url,
-           "CARTWISE_DATA_DIR": str(settings.data_dir), "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "CARTWISE_DATA_DIR": str(settings.data_dir),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("REDIS_URL", None)
     t0 = time.perf_counter()
     with open(folder / "stages.log", "ab") as log:
-        subprocess.run([sys.executable, *args], env=env, check=True, stdout=log,
-                       stderr=subprocess.STDOUT)
+        subprocess.run(
+            [sys.executable, *args], env=env, check=True, stdout=log, stderr=subprocess.STDOUT
+        )
     return time.perf_counter() - t0
 
 
@@ -195,23 +255,58 @@ def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool 
 
     out: list[dict] = []
     sim = folder / "sim"
-    s = _run(["-m", "governance.simulate", "--out", str(sim), "--events", str(events),
-              "--days", str(days)], settings, folder)
+    s = _run(
+        [
+            "-m",
+            "governance.simulate",
+            "--out",
+            str(sim),
+            "--events",
+            str(events),
+            "--days",
+            str(days),
+        ],
+        settings,
+        folder,
+    )
     _stage(out, "simulate", s, events=events, days=days)
     s = _run(["-m", "governance.ingest", "sim", str(sim)], settings, folder)
-    (n_events,), = _sql(settings, "SELECT count(*) FROM events")
+    ((n_events,),) = _sql(settings, "SELECT count(*) FROM events")
     _stage(out, "ingest", s, events_stored=n_events)
-    out.append(_rec("ingest_events_per_s", n_events / s, "events/s", None,
-                    {"events": n_events, "seconds": round(s, 1)}))
-    s = _run(["-m", "features.pipeline", *([] if embeddings else ["--no-embeddings"])],
-             settings, folder)
-    rows = {t: _sql(settings, f"SELECT count(*) FROM {t}")[0][0]
-            for t in ("user_features", "item_features", "category_features",
-                      "user_category_features", "user_session_features", "item_embeddings",
-                      "user_embeddings")}
+    out.append(
+        _rec(
+            "ingest_events_per_s",
+            n_events / s,
+            "events/s",
+            None,
+            {"events": n_events, "seconds": round(s, 1)},
+        )
+    )
+    s = _run(
+        ["-m", "features.pipeline", *([] if embeddings else ["--no-embeddings"])], settings, folder
+    )
+    rows = {
+        t: _sql(settings, f"SELECT count(*) FROM {t}")[0][0]
+        for t in (
+            "user_features",
+            "item_features",
+            "category_features",
+            "user_category_features",
+            "user_session_features",
+            "item_embeddings",
+            "user_embeddings",
+        )
+    }
     _stage(out, "pipeline", s, embeddings=embeddings, **rows)
-    out.append(_rec("pipeline_events_per_s", n_events / s, "events/s", None,
-                    {"events": n_events, "seconds": round(s, 1), "embeddings": embeddings}))
+    out.append(
+        _rec(
+            "pipeline_events_per_s",
+            n_events / s,
+            "events/s",
+            None,
+            {"events": n_events, "seconds": round(s, 1), "embeddings": embeddings},
+        )
+    )
     t0 = time.perf_counter()
     store = apply(settings)
     _stage(out, "apply", time.perf_counter() - t0)
@@ -223,11 +318,12 @@ def _entity_table(settings, n_rows: int) -> tuple[str, int]:
     from features.training_set import labels_sql
 
     table = f"bench_entities_{n_rows}"
-    sql = (labels_sql("ranker_v1", "1970-01-01", "2100-01-01")
-           + f" ORDER BY md5(i.event_id) LIMIT {int(n_rows)}")
-    _sql(settings, f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS {sql}; "
-                   f"ANALYZE {table}")
-    (n,), = _sql(settings, f"SELECT count(*) FROM {table}")
+    sql = (
+        labels_sql("ranker_v1", "1970-01-01", "2100-01-01")
+        + f" ORDER BY md5(i.event_id) LIMIT {int(n_rows)}"
+    )
+    _sql(settings, f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS {sql}; ANALYZE {table}")
+    ((n,),) = _sql(settings, f"SELECT count(*) FROM {table}")
     return table, n
 
 
@@ -244,9 +340,12 @@ def _timed_pit(store, settings, entity_sql: str, method: str, timeout_s: float):
         if done.wait(timeout_s):
             return
         cancelled.append(True)
-        _sql(settings, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                       "AND state = 'active' AND query LIKE '%entity_row_unique_id%'")
+        _sql(
+            settings,
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active' AND query LIKE '%entity_row_unique_id%'",
+        )
 
     threading.Thread(target=watchdog, daemon=True).start()
     t0 = time.perf_counter()
@@ -268,10 +367,12 @@ def _same(a, b) -> bool:
     for col in a.columns:
         x, y = a[col], b[col]
         if x.dtype == object or y.dtype == object:
+
             def norm(v):
                 if isinstance(v, (list, tuple, np.ndarray)):
                     return tuple(float(t) for t in v)
                 return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
             if [norm(v) for v in x] != [norm(v) for v in y]:
                 return False
         else:
@@ -283,11 +384,14 @@ def _same(a, b) -> bool:
 
 
 def bench_pit_sim(store, settings, sizes: list[int], timeout_s: float) -> list[dict]:
-    (n_fv_rows,), = _sql(settings, "SELECT (SELECT count(*) FROM user_features) + "
-                                   "(SELECT count(*) FROM item_features) + "
-                                   "(SELECT count(*) FROM category_features) + "
-                                   "(SELECT count(*) FROM user_category_features) + "
-                                   "(SELECT count(*) FROM user_session_features)")
+    ((n_fv_rows,),) = _sql(
+        settings,
+        "SELECT (SELECT count(*) FROM user_features) + "
+        "(SELECT count(*) FROM item_features) + "
+        "(SELECT count(*) FROM category_features) + "
+        "(SELECT count(*) FROM user_category_features) + "
+        "(SELECT count(*) FROM user_session_features)",
+    )
     out = []
     for size in sizes:
         t0 = time.perf_counter()
@@ -297,15 +401,39 @@ def bench_pit_sim(store, settings, sizes: list[int], timeout_s: float) -> list[d
         p = {"rows": n, "service": "ranker_v1", "feature_rows": int(n_fv_rows)}
         fast, fs = _timed_pit(store, settings, entity_sql, "lateral", timeout_s)
         stock, ss = _timed_pit(store, settings, entity_sql, "stock", timeout_s)
-        print(f"  pit rows={n}: stock {ss:.1f}s{'' if stock is not None else ' (cancelled)'}, "
-              f"lateral {fs:.1f}s", flush=True)
+        print(
+            f"  pit rows={n}: stock {ss:.1f}s{'' if stock is not None else ' (cancelled)'}, "
+            f"lateral {fs:.1f}s",
+            flush=True,
+        )
         finished = stock is not None
-        out.append(_rec("pit_rows_per_s", n / ss, "rows/s", 8000.0,
-                        {**p, "seconds": round(ss, 1), "finished": finished,
-                         "method": "stock get_historical_features"}))
-        rec = _rec("pit_lateral_rows_per_s", n / fs, "rows/s", n / ss,
-                   {**p, "seconds": round(fs, 1), "stock_seconds": round(ss, 1),
-                    "stock_finished": finished, "identical": _same(stock, fast)})
+        out.append(
+            _rec(
+                "pit_rows_per_s",
+                n / ss,
+                "rows/s",
+                8000.0,
+                {
+                    **p,
+                    "seconds": round(ss, 1),
+                    "finished": finished,
+                    "method": "stock get_historical_features",
+                },
+            )
+        )
+        rec = _rec(
+            "pit_lateral_rows_per_s",
+            n / fs,
+            "rows/s",
+            n / ss,
+            {
+                **p,
+                "seconds": round(fs, 1),
+                "stock_seconds": round(ss, 1),
+                "stock_finished": finished,
+                "identical": _same(stock, fast),
+            },
+        )
         if not finished:
             rec["params"]["ratio_is_lower_bound"] = True
         out.append(rec)
@@ -315,17 +443,27 @@ def bench_pit_sim(store, settings, sizes: list[int], timeout_s: float) -> list[d
 
 
 def _sim_catalog(settings, n_users: int = 2000) -> dict:
-    users = [r[0] for r in _sql(settings, "SELECT user_id FROM (SELECT DISTINCT user_id FROM "
-                                          "user_features) u ORDER BY md5(user_id) LIMIT %s",
-                                (n_users,))]
-    rows = _sql(settings, "SELECT item_id, category FROM items WHERE item_id IN "
-                          "(SELECT DISTINCT item_id FROM item_features)")
+    users = [
+        r[0]
+        for r in _sql(
+            settings,
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM "
+            "user_features) u ORDER BY md5(user_id) LIMIT %s",
+            (n_users,),
+        )
+    ]
+    rows = _sql(
+        settings,
+        "SELECT item_id, category FROM items WHERE item_id IN "
+        "(SELECT DISTINCT item_id FROM item_features)",
+    )
     return {"users": users, "items": [r[0] for r in rows], "category": dict(rows)}
 
 
 def _materialize(store, settings, out: list, label: str) -> None:
-    lo, hi = _sql(settings, "SELECT min(event_timestamp), max(event_timestamp) "
-                            "FROM user_features")[0]
+    lo, hi = _sql(settings, "SELECT min(event_timestamp), max(event_timestamp) FROM user_features")[
+        0
+    ]
     t0 = time.perf_counter()
     store.materialize(start_date=lo - timedelta(days=1), end_date=hi + timedelta(days=1))
     _stage(out, f"materialize_{label}", time.perf_counter() - t0)
@@ -347,9 +485,14 @@ def _delete_redis_project(redis_url: str, project: str) -> int:
     return n
 
 
-def run_sim(events: int | None = None, pit_rows: list[int] | None = None, calls: int = 1000,
-            days: int | None = None, embeddings: bool | None = None,
-            redis_url: str | None = None) -> list[dict]:
+def run_sim(
+    events: int | None = None,
+    pit_rows: list[int] | None = None,
+    calls: int = 1000,
+    days: int | None = None,
+    embeddings: bool | None = None,
+    redis_url: str | None = None,
+) -> list[dict]:
     """The whole simulated-shop benchmark in a scratch database and folder (see module doc)."""
     import os
     import shutil
@@ -363,8 +506,11 @@ def run_sim(events: int | None = None, pit_rows: list[int] | None = None, calls:
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 200_000)
     days = days or _env_int("CARTWISE_BENCH_DAYS", 30)
     if pit_rows is None:
-        pit_rows = [int(float(x)) for x in
-                    os.environ.get("CARTWISE_BENCH_PIT_ROWS", "100000").split(",") if x]
+        pit_rows = [
+            int(float(x))
+            for x in os.environ.get("CARTWISE_BENCH_PIT_ROWS", "100000").split(",")
+            if x
+        ]
     if embeddings is None:
         embeddings = os.environ.get("CARTWISE_BENCH_EMBEDDINGS", "0") == "1"
     if redis_url is None:
@@ -375,14 +521,19 @@ def run_sim(events: int | None = None, pit_rows: list[int] | None = None, calls:
     out: list[dict] = []
     try:
         with scratch_database() as base:
-            settings = base.model_copy(update={"data_dir": folder / "data",
-                                               "feast_project": project, "redis_url": None})
-            print(f"  scratch: {folder}, database {settings.database_url.rsplit('/', 1)[-1]}",
-                  flush=True)
+            settings = base.model_copy(
+                update={"data_dir": folder / "data", "feast_project": project, "redis_url": None}
+            )
+            print(
+                f"  scratch: {folder}, database {settings.database_url.rsplit('/', 1)[-1]}",
+                flush=True,
+            )
             store, recs = prepare_sim(settings, folder, events, days, embeddings)
             out += recs
-            (impressions,), = _sql(settings, "SELECT count(*) FROM events WHERE event_type = "
-                                             "'impression' AND NOT is_bot")
+            ((impressions,),) = _sql(
+                settings,
+                "SELECT count(*) FROM events WHERE event_type = 'impression' AND NOT is_bot",
+            )
             sizes = sorted({min(n, impressions) for n in pit_rows})
             out += bench_pit_sim(store, settings, sizes, timeout_s)
             catalog = _sim_catalog(settings)

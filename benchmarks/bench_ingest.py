@@ -30,8 +30,10 @@ def _raw_copy(settings, path: Path) -> float:
     from governance.db import connect
 
     with connect(settings) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO ingest_batches (source, table_name, checksum) "
-                    "VALUES ('bench', 'events', 'raw-copy') RETURNING batch_id")
+        cur.execute(
+            "INSERT INTO ingest_batches (source, table_name, checksum) "
+            "VALUES ('bench', 'events', 'raw-copy') RETURNING batch_id"
+        )
         batch = cur.fetchone()[0]
         cur.execute(f"ALTER TABLE events ALTER COLUMN batch_id SET DEFAULT {batch}")
     start = time.perf_counter()
@@ -66,14 +68,27 @@ def run_all(events: int = 1_000_000) -> list[dict]:
                     loaded = cur.fetchone()[0]
             timings[f"{side}_rows"] = loaded
     validated, raw = rows / timings["validated"], rows / timings["raw_copy"]
-    return [record("ingest.validated_events", validated, "rows/s", raw,
-                   {"rows_in_file": rows, "validated_loaded": timings["validated_rows"],
-                    "raw_copy_loaded": timings["raw_copy_rows"],
-                    "validated_s": round(timings["validated"], 2), "raw_copy_s": round(timings["raw_copy"], 2),
-                    "target_ratio": 0.5})]
+    return [
+        record(
+            "ingest.validated_events",
+            validated,
+            "rows/s",
+            raw,
+            {
+                "rows_in_file": rows,
+                "validated_loaded": timings["validated_rows"],
+                "raw_copy_loaded": timings["raw_copy_rows"],
+                "validated_s": round(timings["validated"], 2),
+                "raw_copy_s": round(timings["raw_copy"], 2),
+                "target_ratio": 0.5,
+            },
+        )
+    ]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     print(json.dumps(run_all(parser.parse_args().events), indent=2))

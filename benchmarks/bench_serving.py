@@ -68,6 +68,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 # ------------------------------------------------------------------ load process
 
+
 def load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
     """POST `bodies` (cycled) from `concurrency` threads; latencies in ms."""
     import threading
@@ -106,17 +107,29 @@ def load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
         t.join()
     wall = time.perf_counter() - start
     lat.sort()
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "rps": len(lat) / wall,
-            "ok": len(lat), "errors": errors}
+
+    def pick(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+
+    return {
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "rps": len(lat) / wall,
+        "ok": len(lat),
+        "errors": errors,
+    }
 
 
 def _run_load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"url": url, "bodies": bodies, "concurrency": concurrency,
-                   "warmup": warmup}, fh)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_serving", "--load", fh.name],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+        json.dump({"url": url, "bodies": bodies, "concurrency": concurrency, "warmup": warmup}, fh)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_serving", "--load", fh.name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     os.unlink(fh.name)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -125,8 +138,14 @@ def _run_load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> di
 
 # ------------------------------------------------------------------ the benchmark
 
-def bench_recommend(requests: int = 200, concurrency: int = 4, candidates: int = 200,
-                    n_items: int = 400, n_users: int = 100) -> list[dict]:
+
+def bench_recommend(
+    requests: int = 200,
+    concurrency: int = 4,
+    candidates: int = 200,
+    n_items: int = 400,
+    n_users: int = 100,
+) -> list[dict]:
     from features.store import feast_environ
     from governance.privacy import pseudonymise
     from serving.catalog import load_catalog
@@ -134,33 +153,90 @@ def bench_recommend(requests: int = 200, concurrency: int = 4, candidates: int =
 
     tmp = Path(tempfile.mkdtemp(prefix="cw_bench_serving_"))
     redis_port = _free_port()
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port",
-                    str(redis_port), "--save", "", "--appendonly", "no", "--dir", str(tmp),
-                    "--pidfile", str(tmp / "redis.pid")], check=True)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(redis_port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+            "--pidfile",
+            str(tmp / "redis.pid"),
+        ],
+        check=True,
+    )
     procs: list[subprocess.Popen] = []
     try:
         with scratch_database() as base:
-            settings = base.model_copy(update={
-                "redis_url": f"redis://127.0.0.1:{redis_port}/0", "data_dir": tmp / "data"})
+            settings = base.model_copy(
+                update={"redis_url": f"redis://127.0.0.1:{redis_port}/0", "data_dir": tmp / "data"}
+            )
             os.environ["BENTOML_HOME"] = str(tmp / "bentoml")
             os.environ.setdefault("TQDM_DISABLE", "1")
-            build(settings, out_dir=str(tmp / "runs"), n_items=n_items, n_users=n_users,
-                  n_sessions=n_users * 10)
+            build(
+                settings,
+                out_dir=str(tmp / "runs"),
+                n_items=n_items,
+                n_users=n_users,
+                n_sessions=n_users * 10,
+            )
             key = settings.pseudonym_key.get_secret_value()
-            env = {**os.environ, **feast_environ(settings), "DATABASE_URL": settings.database_url,
-                   "REDIS_URL": settings.redis_url, "CARTWISE_DATA_DIR": str(tmp / "data"),
-                   "CARTWISE_PSEUDONYM_KEY": key, "HF_HUB_OFFLINE": "1",
-                   "BENTOML_DO_NOT_TRACK": "True"}
+            env = {
+                **os.environ,
+                **feast_environ(settings),
+                "DATABASE_URL": settings.database_url,
+                "REDIS_URL": settings.redis_url,
+                "CARTWISE_DATA_DIR": str(tmp / "data"),
+                "CARTWISE_PSEUDONYM_KEY": key,
+                "HF_HUB_OFFLINE": "1",
+                "BENTOML_DO_NOT_TRACK": "True",
+            }
             svc_port, feast_port = _free_port(), _free_port()
             for name, cmd, cwd in (
-                    ("bento", [str(Path(sys.executable).with_name("bentoml")), "serve",
-                               "serving.service:Cartwise", "--port", str(svc_port)], ROOT),
-                    ("feast", [str(Path(sys.executable).with_name("feast")), "serve", "-p",
-                               str(feast_port), "--no-access-log", "-w", "1"],
-                     ROOT / "feature_repo")):
+                (
+                    "bento",
+                    [
+                        str(Path(sys.executable).with_name("bentoml")),
+                        "serve",
+                        "serving.service:Cartwise",
+                        "--port",
+                        str(svc_port),
+                    ],
+                    ROOT,
+                ),
+                (
+                    "feast",
+                    [
+                        str(Path(sys.executable).with_name("feast")),
+                        "serve",
+                        "-p",
+                        str(feast_port),
+                        "--no-access-log",
+                        "-w",
+                        "1",
+                    ],
+                    ROOT / "feature_repo",
+                ),
+            ):
                 log = tmp / f"{name}.log"
-                procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"),
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=cwd,
+                        env=env,
+                        stdout=open(log, "w"),  # noqa: SIM115 (the child owns it)
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
             _wait(f"http://127.0.0.1:{svc_port}/readyz", procs[0], tmp / "bento.log")
             _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "feast.log")
 
@@ -169,31 +245,68 @@ def bench_recommend(requests: int = 200, concurrency: int = 4, candidates: int =
             items = cat.popular[:candidates]
             cats = [cat.category_of(i) for i in items]
             now = int(time.time())
-            svc_bodies = [{"user_id": users[i % n_users], "k": 10, "candidates": candidates}
-                          for i in range(requests)]
-            feast_bodies = [{"feature_service": "ranker_v1", "entities": {
-                "user_id": [pseudonymise(users[i % n_users], key)] * len(items),
-                "item_id": items, "category": cats, "request_ts_s": [now] * len(items)}}
-                for i in range(requests)]
-            svc = _run_load(f"http://127.0.0.1:{svc_port}/recommend", svc_bodies, concurrency,
-                            warmup=10)
-            fst = _run_load(f"http://127.0.0.1:{feast_port}/get-online-features", feast_bodies,
-                            concurrency, warmup=10)
+            svc_bodies = [
+                {"user_id": users[i % n_users], "k": 10, "candidates": candidates}
+                for i in range(requests)
+            ]
+            feast_bodies = [
+                {
+                    "feature_service": "ranker_v1",
+                    "entities": {
+                        "user_id": [pseudonymise(users[i % n_users], key)] * len(items),
+                        "item_id": items,
+                        "category": cats,
+                        "request_ts_s": [now] * len(items),
+                    },
+                }
+                for i in range(requests)
+            ]
+            svc = _run_load(
+                f"http://127.0.0.1:{svc_port}/recommend", svc_bodies, concurrency, warmup=10
+            )
+            fst = _run_load(
+                f"http://127.0.0.1:{feast_port}/get-online-features",
+                feast_bodies,
+                concurrency,
+                warmup=10,
+            )
     finally:
         for p in procs:
             _stop(p)
-        subprocess.run(["redis-cli", "-p", str(redis_port), "shutdown", "nosave"],
-                       capture_output=True)
+        subprocess.run(
+            ["redis-cli", "-p", str(redis_port), "shutdown", "nosave"], capture_output=True
+        )
         shutil.rmtree(tmp, ignore_errors=True)
-    params = {"requests": requests, "concurrency": concurrency, "candidates": candidates,
-              "k": 10, "items": n_items, "users": n_users, "workers": 1, "cpus": os.cpu_count(),
-              "service_errors": svc["errors"], "feast_errors": fst["errors"],
-              "baseline": "feast serve /get-online-features ranker_v1, same user, 200 items"}
+    params = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "candidates": candidates,
+        "k": 10,
+        "items": n_items,
+        "users": n_users,
+        "workers": 1,
+        "cpus": os.cpu_count(),
+        "service_errors": svc["errors"],
+        "feast_errors": fst["errors"],
+        "baseline": "feast serve /get-online-features ranker_v1, same user, 200 items",
+    }
     return [
-        record("serving_recommend_p50_ms", svc["p50_ms"], "ms", fst["p50_ms"], params,
-               higher_is_better=False),
-        record("serving_recommend_p99_ms", svc["p99_ms"], "ms", fst["p99_ms"], params,
-               higher_is_better=False),
+        record(
+            "serving_recommend_p50_ms",
+            svc["p50_ms"],
+            "ms",
+            fst["p50_ms"],
+            params,
+            higher_is_better=False,
+        ),
+        record(
+            "serving_recommend_p99_ms",
+            svc["p99_ms"],
+            "ms",
+            fst["p99_ms"],
+            params,
+            higher_is_better=False,
+        ),
         record("serving_recommend_rps", svc["rps"], "requests/s", fst["rps"], params),
     ]
 
@@ -205,7 +318,6 @@ def run_all() -> list[dict]:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--load":
         spec = json.loads(Path(sys.argv[2]).read_text())
-        print(json.dumps(load(spec["url"], spec["bodies"], spec["concurrency"],
-                              spec["warmup"])))
+        print(json.dumps(load(spec["url"], spec["bodies"], spec["concurrency"], spec["warmup"])))
     else:
         print(json.dumps(run_all(), indent=2))

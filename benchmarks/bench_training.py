@@ -1,9 +1,9 @@
 """Training throughput on CPU: records {name, value, unit, baseline_value, ratio, params}.
 
-    ranker_train_samples_per_s   DCN-v2 training steps; baseline: the same loop on a
-                                 logistic-regression module (ratio = cost of the DCN layers)
-    intent_finetune_seqs_per_s   MiniLM fine-tune steps; baseline: TF-IDF + logistic regression
-                                 fit on the same queries (ratio = fine-tune speed relative to it)
+ranker_train_samples_per_s   DCN-v2 training steps; baseline: the same loop on a
+                             logistic-regression module (ratio = cost of the DCN layers)
+intent_finetune_seqs_per_s   MiniLM fine-tune steps; baseline: TF-IDF + logistic regression
+                             fit on the same queries (ratio = fine-tune speed relative to it)
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ import time
 
 
 def _record(name, value, unit, baseline, params):
-    return {"name": name, "value": value, "unit": unit, "baseline_value": baseline,
-            "ratio": value / baseline if baseline else None, "params": params}
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline_value": baseline,
+        "ratio": value / baseline if baseline else None,
+        "params": params,
+    }
 
 
 def _steps_per_s(module, enc, batch_size: int, steps: int) -> float:
@@ -65,9 +71,14 @@ def bench_ranker(n_lists: int = 400, batch_size: int = 512, steps: int = 30) -> 
 
     value = _steps_per_s(model, enc, batch_size, steps)
     base = _steps_per_s(LogReg(), enc, batch_size, steps)
-    params = {"batch_size": batch_size, "steps": steps, "rows": len(frame),
-              "threads": torch.get_num_threads(), "config": vars(cfg) | {"deep": list(cfg.deep)},
-              "parameters": sum(p.numel() for p in model.parameters())}
+    params = {
+        "batch_size": batch_size,
+        "steps": steps,
+        "rows": len(frame),
+        "threads": torch.get_num_threads(),
+        "config": vars(cfg) | {"deep": list(cfg.deep)},
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     return [_record("ranker_train_samples_per_s", value, "samples/s", base, params)]
 
 
@@ -76,7 +87,7 @@ def bench_intent(batch_size: int = 32, max_len: int = 32, steps: int = 5) -> lis
     import torch
 
     from training.common import minilm_path, seed_everything
-    from training.intent import fit_sklearn, encode_labels
+    from training.intent import encode_labels, fit_sklearn
     from training.intent_model import IntentLoss, IntentNet, load_encoder, tokenize
     from training.synthetic import intent_queries
 
@@ -91,13 +102,15 @@ def bench_intent(batch_size: int = 32, max_len: int = 32, steps: int = 5) -> lis
     opt = torch.optim.AdamW(loss_fn.parameters(), lr=5e-5)
     times = []
     for step in range(steps + 1):
-        idx = list(range((step * batch_size) % len(texts), (step * batch_size) % len(texts)
-                         + batch_size))
+        idx = list(
+            range((step * batch_size) % len(texts), (step * batch_size) % len(texts) + batch_size)
+        )
         idx = [i % len(texts) for i in idx]
         t = time.perf_counter()
         batch = tokenize(tok, [texts[i] for i in idx], max_len)
-        loss, _, _ = loss_fn(**batch, intent=torch.as_tensor(y_i[idx]),
-                             category=torch.as_tensor(y_c[idx]))
+        loss, _, _ = loss_fn(
+            **batch, intent=torch.as_tensor(y_i[idx]), category=torch.as_tensor(y_c[idx])
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -107,8 +120,13 @@ def bench_intent(batch_size: int = 32, max_len: int = 32, steps: int = 5) -> lis
     t = time.perf_counter()
     fit_sklearn(texts, y_i, y_c, "tfidf_lr", 0)
     base = len(texts) / (time.perf_counter() - t)
-    params = {"batch_size": batch_size, "max_len": max_len, "steps": steps,
-              "threads": torch.get_num_threads(), "model": "all-MiniLM-L6-v2"}
+    params = {
+        "batch_size": batch_size,
+        "max_len": max_len,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "model": "all-MiniLM-L6-v2",
+    }
     return [_record("intent_finetune_seqs_per_s", value, "sequences/s", base, params)]
 
 

@@ -12,15 +12,26 @@ from sqlalchemy.engine import make_url
 ADMIN_URL = os.environ.get("CARTWISE_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def record(name: str, value: float, unit: str, baseline_value: float | None, params: dict,
-           higher_is_better: bool = True) -> dict:
+def record(
+    name: str,
+    value: float,
+    unit: str,
+    baseline_value: float | None,
+    params: dict,
+    higher_is_better: bool = True,
+) -> dict:
     if baseline_value:
         ratio = value / baseline_value if higher_is_better else baseline_value / value
     else:
         ratio = None
-    return {"name": name, "value": round(value, 4), "unit": unit,
-            "baseline_value": None if baseline_value is None else round(baseline_value, 4),
-            "ratio": None if ratio is None else round(ratio, 4), "params": params}
+    return {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline_value": None if baseline_value is None else round(baseline_value, 4),
+        "ratio": None if ratio is None else round(ratio, 4),
+        "params": params,
+    }
 
 
 def _admin(sql: str) -> None:

@@ -26,20 +26,35 @@ from feast.stream_feature_view import StreamFeatureView
 from feast.types import Array, Float32, Float64, Int64, String
 
 # ---------------------------------------------------------------- entities
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
-              description="Shopper (keyed-hash pseudonym).")
-item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
-              description="Catalogue item.")
-category = Entity(name="category", join_keys=["category"], value_type=ValueType.STRING,
-                  description="Leaf category of the catalogue tree.")
-query = Entity(name="query", join_keys=["query"], value_type=ValueType.STRING,
-               description="Search query, lower-cased and trimmed.")
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="Shopper (keyed-hash pseudonym).",
+)
+item = Entity(
+    name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="Catalogue item."
+)
+category = Entity(
+    name="category",
+    join_keys=["category"],
+    value_type=ValueType.STRING,
+    description="Leaf category of the catalogue tree.",
+)
+query = Entity(
+    name="query",
+    join_keys=["query"],
+    value_type=ValueType.STRING,
+    description="Search query, lower-cased and trimmed.",
+)
 
 
 def _source(table: str) -> PostgreSQLSource:
-    return PostgreSQLSource(name=f"{table}_source", query=f"SELECT * FROM {table}",
-                            timestamp_field="event_timestamp",
-                            )
+    return PostgreSQLSource(
+        name=f"{table}_source",
+        query=f"SELECT * FROM {table}",
+        timestamp_field="event_timestamp",
+    )
 
 
 # ---------------------------------------------------------------- batch feature views
@@ -48,16 +63,22 @@ user_stats = FeatureView(
     entities=[user],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="impressions_1h", dtype=Int64), Field(name="clicks_1h", dtype=Int64),
+        Field(name="impressions_1h", dtype=Int64),
+        Field(name="clicks_1h", dtype=Int64),
         Field(name="ctr_1h", dtype=Float64),
-        Field(name="impressions_1d", dtype=Int64), Field(name="clicks_1d", dtype=Int64),
+        Field(name="impressions_1d", dtype=Int64),
+        Field(name="clicks_1d", dtype=Int64),
         Field(name="ctr_1d", dtype=Float64),
-        Field(name="impressions_7d", dtype=Int64), Field(name="clicks_7d", dtype=Int64),
+        Field(name="impressions_7d", dtype=Int64),
+        Field(name="clicks_7d", dtype=Int64),
         Field(name="ctr_7d", dtype=Float64),
-        Field(name="impressions_30d", dtype=Int64), Field(name="clicks_30d", dtype=Int64),
+        Field(name="impressions_30d", dtype=Int64),
+        Field(name="clicks_30d", dtype=Int64),
         Field(name="ctr_30d", dtype=Float64),
-        Field(name="purchases_30d", dtype=Int64), Field(name="units_30d", dtype=Int64),
-        Field(name="spend_30d", dtype=Float64), Field(name="avg_price_paid_30d", dtype=Float64),
+        Field(name="purchases_30d", dtype=Int64),
+        Field(name="units_30d", dtype=Int64),
+        Field(name="spend_30d", dtype=Float64),
+        Field(name="avg_price_paid_30d", dtype=Float64),
         Field(name="last_event_ts_s", dtype=Int64),
         Field(name="top_category_1", dtype=String),
         Field(name="top_category_1_share", dtype=Float64),
@@ -80,7 +101,8 @@ item_stats = FeatureView(
     ttl=timedelta(days=30),
     schema=[
         Field(name="item_category", dtype=String),
-        Field(name="item_impressions_7d", dtype=Int64), Field(name="item_clicks_7d", dtype=Int64),
+        Field(name="item_impressions_7d", dtype=Int64),
+        Field(name="item_clicks_7d", dtype=Int64),
         Field(name="item_ctr_smoothed_7d", dtype=Float64),
         Field(name="item_impressions_30d", dtype=Int64),
         Field(name="item_clicks_30d", dtype=Int64),
@@ -104,9 +126,11 @@ category_stats = FeatureView(
     entities=[category],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="cat_impressions_30d", dtype=Int64), Field(name="cat_clicks_30d", dtype=Int64),
+        Field(name="cat_impressions_30d", dtype=Int64),
+        Field(name="cat_clicks_30d", dtype=Int64),
         Field(name="cat_ctr_smoothed_30d", dtype=Float64),
-        Field(name="cat_purchases_30d", dtype=Int64), Field(name="cat_n_items", dtype=Int64),
+        Field(name="cat_purchases_30d", dtype=Int64),
+        Field(name="cat_n_items", dtype=Int64),
         Field(name="cat_median_price", dtype=Float64),
     ],
     source=_source("category_features"),
@@ -118,8 +142,10 @@ user_category_affinity = FeatureView(
     entities=[user, category],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="uc_interactions_30d", dtype=Int64), Field(name="uc_clicks_30d", dtype=Int64),
-        Field(name="uc_purchases_30d", dtype=Int64), Field(name="uc_affinity_30d", dtype=Float64),
+        Field(name="uc_interactions_30d", dtype=Int64),
+        Field(name="uc_clicks_30d", dtype=Int64),
+        Field(name="uc_purchases_30d", dtype=Int64),
+        Field(name="uc_affinity_30d", dtype=Float64),
     ],
     source=_source("user_category_features"),
     online=True,
@@ -131,7 +157,8 @@ query_stats = FeatureView(
     entities=[query],
     ttl=timedelta(days=90),
     schema=[
-        Field(name="searches_30d", dtype=Int64), Field(name="query_clicks_30d", dtype=Int64),
+        Field(name="searches_30d", dtype=Int64),
+        Field(name="query_clicks_30d", dtype=Int64),
         Field(name="query_ctr_30d", dtype=Float64),
         Field(name="n_clicked_categories", dtype=Int64),
         Field(name="q_top_category_1", dtype=String),
@@ -183,7 +210,8 @@ user_session = StreamFeatureView(
     entities=[user],
     ttl=timedelta(hours=2),
     schema=[
-        Field(name="session_events", dtype=Int64), Field(name="session_views", dtype=Int64),
+        Field(name="session_events", dtype=Int64),
+        Field(name="session_views", dtype=Int64),
         Field(name="session_clicks", dtype=Int64),
         Field(name="session_add_to_carts", dtype=Int64),
         Field(name="session_searches", dtype=Int64),
@@ -240,8 +268,10 @@ def user_recency(inputs: dict) -> dict:
 
 @on_demand_feature_view(
     sources=[item_stats[["item_price"]], user_stats[["avg_price_paid_30d"]]],
-    schema=[Field(name="price_to_user_avg", dtype=Float64),
-            Field(name="price_minus_user_avg", dtype=Float64)],
+    schema=[
+        Field(name="price_to_user_avg", dtype=Float64),
+        Field(name="price_minus_user_avg", dtype=Float64),
+    ],
     mode="python",
 )
 def price_vs_user_avg(inputs: dict) -> dict:
@@ -297,9 +327,14 @@ def user_item_similarity(inputs: dict) -> dict:
 
 
 @on_demand_feature_view(
-    sources=[user_session[["last_viewed_categories", "session_views"]], item_stats[["item_category"]]],
-    schema=[Field(name="item_in_session_categories", dtype=Int64),
-            Field(name="session_category_rank", dtype=Int64)],
+    sources=[
+        user_session[["last_viewed_categories", "session_views"]],
+        item_stats[["item_category"]],
+    ],
+    schema=[
+        Field(name="item_in_session_categories", dtype=Int64),
+        Field(name="session_category_rank", dtype=Int64),
+    ],
     mode="python",
 )
 def session_category_match(inputs: dict) -> dict:
@@ -325,8 +360,15 @@ def session_category_match(inputs: dict) -> dict:
 ranker_v1 = FeatureService(
     name="ranker_v1",
     features=[
-        user_stats, item_stats, category_stats, user_category_affinity, user_session,
-        request_time_features, user_recency, price_vs_user_avg, user_item_similarity,
+        user_stats,
+        item_stats,
+        category_stats,
+        user_category_affinity,
+        user_session,
+        request_time_features,
+        user_recency,
+        price_vs_user_avg,
+        user_item_similarity,
     ],
     tags={"model": "ranker", "version": "1"},
     description="Ranker contract: one row per (user, item) candidate at a request time.",
@@ -336,8 +378,15 @@ ranker_v1 = FeatureService(
 ranker_v2 = FeatureService(
     name="ranker_v2",
     features=[
-        user_stats, item_stats, category_stats, user_category_affinity, user_session,
-        request_time_features, user_recency, price_vs_user_avg, user_item_similarity,
+        user_stats,
+        item_stats,
+        category_stats,
+        user_category_affinity,
+        user_session,
+        request_time_features,
+        user_recency,
+        price_vs_user_avg,
+        user_item_similarity,
         session_category_match,
     ],
     tags={"model": "ranker", "version": "2"},

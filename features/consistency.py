@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -34,10 +34,13 @@ def sample_entities(settings=None, n: int = 50) -> pd.DataFrame:
                    FROM user_category_features f
                    JOIN items i ON i.category = f.category
                    -- recent snapshots only: older ones are past the views' TTL on both sides
-                   WHERE f.event_timestamp >= (SELECT max(event_timestamp) FROM user_category_features)
+                   WHERE f.event_timestamp >=
+                         (SELECT max(event_timestamp) FROM user_category_features)
                                               - interval '7 days'
                    ORDER BY f.user_id, f.category, md5(i.item_id || f.user_id)
-                   LIMIT %s""", (n,))
+                   LIMIT %s""",
+                (n,),
+            )
             return pd.DataFrame(cur.fetchall(), columns=["user_id", "item_id", "category"])
     finally:
         conn.close()
@@ -53,16 +56,20 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def check(store, entities: pd.DataFrame, at: datetime | None = None,
-          views: tuple[str, ...] = BATCH_VIEWS) -> dict:
-    at = at or datetime.now(timezone.utc)
-    refs = [f"{v}:{f.name}" for v in views
-            for f in store.get_feature_view(v).features]
+def check(
+    store, entities: pd.DataFrame, at: datetime | None = None, views: tuple[str, ...] = BATCH_VIEWS
+) -> dict:
+    at = at or datetime.now(UTC)
+    refs = [f"{v}:{f.name}" for v in views for f in store.get_feature_view(v).features]
     online = store.get_online_features(
-        features=refs, entity_rows=entities.to_dict("records")).to_df()
+        features=refs, entity_rows=entities.to_dict("records")
+    ).to_df()
     edf = entities.copy()
-    edf["event_timestamp"] = pd.Timestamp(at).tz_convert("UTC") if pd.Timestamp(at).tzinfo \
+    edf["event_timestamp"] = (
+        pd.Timestamp(at).tz_convert("UTC")
+        if pd.Timestamp(at).tzinfo
         else pd.Timestamp(at, tz="UTC")
+    )
     offline = store.get_historical_features(entity_df=edf, features=refs).to_df()
     keys = list(entities.columns)
     merged = online.merge(offline, on=keys, suffixes=("_online", "_offline"))
@@ -74,15 +81,29 @@ def check(store, entities: pd.DataFrame, at: datetime | None = None,
             a = a.item() if hasattr(a, "item") else a
             b = b.item() if hasattr(b, "item") else b
             if not _same(a, b):
-                mismatches.append({**{k: getattr(row, k) for k in keys}, "feature": name,
-                                   "online": a, "offline": b})
-    return {"at": str(at), "rows": len(merged), "features": len(refs),
-            "compared": len(merged) * len(refs), "mismatches": mismatches}
+                mismatches.append(
+                    {
+                        **{k: getattr(row, k) for k in keys},
+                        "feature": name,
+                        "online": a,
+                        "offline": b,
+                    }
+                )
+    return {
+        "at": str(at),
+        "rows": len(merged),
+        "features": len(refs),
+        "compared": len(merged) * len(refs),
+        "mismatches": mismatches,
+    }
 
 
 def _main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m features.consistency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m features.consistency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--at", help="ISO timestamp (default: now)")
     parser.add_argument("--sample", type=int, default=50)
     args = parser.parse_args(argv)
@@ -91,7 +112,7 @@ def _main(argv=None) -> int:
     store = get_store()
     at = datetime.fromisoformat(args.at) if args.at else None
     if at is not None and at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     report = check(store, sample_entities(n=args.sample), at=at)
     print(json.dumps(report, indent=2, default=str))
     return 1 if report["mismatches"] else 0

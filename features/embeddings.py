@@ -85,8 +85,13 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> list[list[float]]:
     out: list[list[float]] = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            batch = tok(texts[i:i + batch_size], padding=True, truncation=True,
-                        max_length=64, return_tensors="pt")
+            batch = tok(
+                texts[i : i + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=64,
+                return_tensors="pt",
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -109,7 +114,8 @@ def update_item_embeddings(settings=None, batch_size: int = 64, progress: bool =
                    FROM items i
                    WHERE NOT EXISTS (SELECT 1 FROM item_embeddings m
                                      WHERE m.item_id = i.item_id
-                                       AND m.title_hash = md5(i.title))""")
+                                       AND m.title_hash = md5(i.title))"""
+            )
             todo = cur.fetchall()
             if not todo:
                 return {"embedded": 0}
@@ -120,7 +126,7 @@ def update_item_embeddings(settings=None, batch_size: int = 64, progress: bool =
 
                 chunks = tqdm(chunks, desc="title embeddings", unit="chunk")
             for i in chunks:
-                vectors.extend(embed_texts([r[1] for r in todo[i:i + 512]], batch_size))
+                vectors.extend(embed_texts([r[1] for r in todo[i : i + 512]], batch_size))
             rows = []
             for (item_id, title, listed_at, updated_at, last_ts), vec in zip(todo, vectors):
                 ts = listed_at if last_ts is None else max(updated_at, last_ts)
@@ -129,9 +135,11 @@ def update_item_embeddings(settings=None, batch_size: int = 64, progress: bool =
                 """INSERT INTO item_embeddings (item_id, event_timestamp, title_hash,
                                                 title_embedding)
                    VALUES (%s, CASE WHEN %s::timestamptz IS NULL THEN %s
-                                    ELSE greatest(%s, %s::timestamptz + interval '1 microsecond') END,
+                                    ELSE greatest(%s, %s::timestamptz
+                                                      + interval '1 microsecond') END,
                            %s, %s::real[])""",
-                [(r[0], r[4], r[1], r[1], r[4], r[2], r[3]) for r in rows])
+                [(r[0], r[4], r[1], r[1], r[4], r[2], r[3]) for r in rows],
+            )
             cur.execute("ANALYZE item_embeddings")
     finally:
         conn.close()

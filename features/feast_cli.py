@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export {key}={shlex.quote(value)}")
         return 0
     if argv[0] == "materialize-incremental" and len(argv) == 1:
-        argv.append(datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+        argv.append(datetime.now(UTC).replace(microsecond=0).isoformat())
     feast = shutil.which("feast", path=str(Path(sys.executable).parent)) or "feast"
     return subprocess.call([feast, *argv], cwd=REPO_PATH, env={**os.environ, **env})
 

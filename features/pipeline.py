@@ -91,8 +91,14 @@ def sql_files() -> list[Path]:
     return sorted(SQL_DIR.glob("*.sql"))
 
 
-def run(settings=None, params: PipelineParams | None = None, *, embeddings: bool = True,
-        batch_ids: list[int] | None = None, progress: bool = False) -> RunReport:
+def run(
+    settings=None,
+    params: PipelineParams | None = None,
+    *,
+    embeddings: bool = True,
+    batch_ids: list[int] | None = None,
+    progress: bool = False,
+) -> RunReport:
     """Fold every loaded, unprocessed batch (or just `batch_ids`) into the feature tables."""
     from governance.db import connect
     from governance.settings import get_settings
@@ -110,8 +116,9 @@ def run(settings=None, params: PipelineParams | None = None, *, embeddings: bool
         with conn, conn.cursor() as cur:
             cur.execute("SET LOCAL TimeZone = 'UTC'")
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            cur.execute("CREATE TEMP TABLE _new_batches (batch_id bigint PRIMARY KEY) "
-                        "ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE _new_batches (batch_id bigint PRIMARY KEY) ON COMMIT DROP"
+            )
             if batch_ids is None:
                 cur.execute(
                     """INSERT INTO _new_batches
@@ -119,12 +126,14 @@ def run(settings=None, params: PipelineParams | None = None, *, embeddings: bool
                        WHERE b.status = ANY(%s)
                          AND NOT EXISTS (SELECT 1 FROM feature_processed_batches p
                                          WHERE p.batch_id = b.batch_id)""",
-                    (list(params.batch_statuses),))
+                    (list(params.batch_statuses),),
+                )
             else:
                 cur.execute(
                     """INSERT INTO _new_batches SELECT unnest(%s::bigint[])
                        EXCEPT SELECT batch_id FROM feature_processed_batches""",
-                    (list(batch_ids),))
+                    (list(batch_ids),),
+                )
             cur.execute("SELECT batch_id FROM _new_batches ORDER BY 1")
             report.batches = [r[0] for r in cur.fetchall()]
             if not report.batches:
@@ -152,15 +161,21 @@ def run(settings=None, params: PipelineParams | None = None, *, embeddings: bool
 
                 cur.execute(USER_EMBEDDINGS_SQL)
                 report.seconds["user_embeddings"] = round(time.perf_counter() - t0, 3)
-            for table in ("user_features", "item_features", "category_features",
-                          "user_category_features", "query_features",
-                          "user_session_features"):
+            for table in (
+                "user_features",
+                "item_features",
+                "category_features",
+                "user_category_features",
+                "query_features",
+                "user_session_features",
+            ):
                 cur.execute(f"SELECT count(*) FROM {table}")
                 report.rows[table] = cur.fetchone()[0]
             cur.execute(
                 """INSERT INTO feature_processed_batches (batch_id, events)
                    SELECT b.batch_id, count(e.event_id) FROM _new_batches b
-                   LEFT JOIN events e USING (batch_id) GROUP BY b.batch_id""")
+                   LEFT JOIN events e USING (batch_id) GROUP BY b.batch_id"""
+            )
     finally:
         conn.close()
     return report
@@ -172,8 +187,10 @@ def status(settings=None) -> dict:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(events), 0), "
-                        "max(processed_at) FROM feature_processed_batches")
+            cur.execute(
+                "SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(events), 0), "
+                "max(processed_at) FROM feature_processed_batches"
+            )
             n, last, events, at = cur.fetchone()
             cur.execute("""SELECT count(*) FROM ingest_batches b WHERE status = 'loaded' AND
                            NOT EXISTS (SELECT 1 FROM feature_processed_batches p
@@ -181,17 +198,31 @@ def status(settings=None) -> dict:
             pending = cur.fetchone()[0]
     finally:
         conn.close()
-    return {"processed_batches": n, "last_batch_id": last, "events": int(events),
-            "last_run": at.isoformat() if at else None, "pending_batches": pending}
+    return {
+        "processed_batches": n,
+        "last_batch_id": last,
+        "events": int(events),
+        "last_run": at.isoformat() if at else None,
+        "pending_batches": pending,
+    }
 
 
 def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m features.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-embeddings", action="store_true",
-                        help="skip MiniLM item/user embeddings")
-    parser.add_argument("--batch", type=int, action="append", dest="batch_ids",
-                        help="process only this batch id (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m features.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--no-embeddings", action="store_true", help="skip MiniLM item/user embeddings"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        action="append",
+        dest="batch_ids",
+        help="process only this batch id (repeatable)",
+    )
     parser.add_argument("--min-query-searches", type=int, default=3)
     parser.add_argument("--status", action="store_true", help="print the watermark and exit")
     args = parser.parse_args(argv)
@@ -202,8 +233,12 @@ def _main(argv: list[str] | None = None) -> None:
     from governance.db import migrate
 
     migrate()
-    report = run(params=PipelineParams(min_query_searches=args.min_query_searches),
-                 embeddings=not args.no_embeddings, batch_ids=args.batch_ids, progress=True)
+    report = run(
+        params=PipelineParams(min_query_searches=args.min_query_searches),
+        embeddings=not args.no_embeddings,
+        batch_ids=args.batch_ids,
+        progress=True,
+    )
     print(json.dumps(report.as_dict(), indent=2, default=str))
 
 

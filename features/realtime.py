@@ -19,9 +19,17 @@ from __future__ import annotations
 import pandas as pd
 
 ITEM_EVENTS = ("view", "click", "add_to_cart")
-COLUMNS = ["user_id", "event_timestamp", "session_events", "session_views", "session_clicks",
-           "session_add_to_carts", "session_searches", "last_viewed_items",
-           "last_viewed_categories"]
+COLUMNS = [
+    "user_id",
+    "event_timestamp",
+    "session_events",
+    "session_views",
+    "session_clicks",
+    "session_add_to_carts",
+    "session_searches",
+    "last_viewed_items",
+    "last_viewed_categories",
+]
 
 
 def _session_rows(settings, keys: list[tuple[str, str]]) -> pd.DataFrame:
@@ -38,7 +46,8 @@ def _session_rows(settings, keys: list[tuple[str, str]]) -> pd.DataFrame:
                      ON e.user_id = k.user_id AND e.session_id = k.session_id
                    LEFT JOIN items i ON i.item_id = e.item_id
                    WHERE NOT e.is_bot AND e.event_type <> 'impression'""",
-                ([k[0] for k in keys], [k[1] for k in keys]))
+                ([k[0] for k in keys], [k[1] for k in keys]),
+            )
             rows = cur.fetchall()
             cols = [d[0] for d in cur.description]
     finally:
@@ -54,8 +63,7 @@ def _categories(settings, item_ids: list[str]) -> dict[str, str]:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT item_id, category FROM items WHERE item_id = ANY(%s)",
-                        (item_ids,))
+            cur.execute("SELECT item_id, category FROM items WHERE item_id = ANY(%s)", (item_ids,))
             return dict(cur.fetchall())
     finally:
         conn.close()
@@ -76,10 +84,25 @@ def session_states(events_df: pd.DataFrame, settings=None) -> pd.DataFrame:
     fresh = fresh.drop_duplicates("event_id")
     cats = _categories(settings, sorted(set(fresh["item_id"].dropna())))
     fresh["category"] = fresh["item_id"].map(cats)
-    allev = pd.concat([known, fresh[known.columns if len(known) else
-                                    ["event_id", "user_id", "session_id", "event_type",
-                                     "item_id", "event_ts", "category"]]],
-                      ignore_index=True)
+    allev = pd.concat(
+        [
+            known,
+            fresh[
+                known.columns
+                if len(known)
+                else [
+                    "event_id",
+                    "user_id",
+                    "session_id",
+                    "event_type",
+                    "item_id",
+                    "event_ts",
+                    "category",
+                ]
+            ],
+        ],
+        ignore_index=True,
+    )
     allev["event_ts"] = pd.to_datetime(allev["event_ts"], utc=True)
     out = []
     # The latest pushed event per user picks the session; the state is the one after that
@@ -90,17 +113,19 @@ def session_states(events_df: pd.DataFrame, settings=None) -> pd.DataFrame:
         s = s.sort_values(["event_ts", "event_id"])
         r = s.iloc[-1]
         viewed = s[s.event_type.isin(ITEM_EVENTS) & s.item_id.notna()].iloc[::-1].head(5)
-        out.append({
-            "user_id": r.user_id,
-            "event_timestamp": r.event_ts,
-            "session_events": len(s),
-            "session_views": int((s.event_type == "view").sum()),
-            "session_clicks": int((s.event_type == "click").sum()),
-            "session_add_to_carts": int((s.event_type == "add_to_cart").sum()),
-            "session_searches": int((s.event_type == "search").sum()),
-            "last_viewed_items": "|".join(viewed.item_id),
-            "last_viewed_categories": "|".join(viewed.category.fillna("")),
-        })
+        out.append(
+            {
+                "user_id": r.user_id,
+                "event_timestamp": r.event_ts,
+                "session_events": len(s),
+                "session_views": int((s.event_type == "view").sum()),
+                "session_clicks": int((s.event_type == "click").sum()),
+                "session_add_to_carts": int((s.event_type == "add_to_cart").sum()),
+                "session_searches": int((s.event_type == "search").sum()),
+                "last_viewed_items": "|".join(viewed.item_id),
+                "last_viewed_categories": "|".join(viewed.category.fillna("")),
+            }
+        )
     return pd.DataFrame(out, columns=COLUMNS)
 
 

@@ -23,8 +23,9 @@ def show(settings=None, rows: int = 3, service: str = "ranker_v1") -> str:
 
     # ranker_v1's on-demand views need the request time, as serving passes it.
     entity_rows = entities.assign(request_ts_s=int(time.time())).to_dict("records")
-    response = store.get_online_features(features=store.get_feature_service(service),
-                                         entity_rows=entity_rows).to_dict()
+    response = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=entity_rows
+    ).to_dict()
     lines = []
     for i, keys in enumerate(entity_rows):
         lines.append(f"-- {service} for " + ", ".join(f"{k}={v}" for k, v in keys.items()))
@@ -41,8 +42,11 @@ def show(settings=None, rows: int = 3, service: str = "ranker_v1") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m features.show", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m features.show",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=3)
     parser.add_argument("--service", default="ranker_v1")
     args = parser.parse_args(argv)

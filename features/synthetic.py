@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (add() is called only within the iteration that defines it)
 """Small deterministic event data for the feature tests and benchmarks.
 
 Writes straight into the governed source tables (one `ingest_batches` row per call, status
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import io
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 CATEGORIES = ["Smartphones", "Laptops", "Headphones", "Sneakers", "Jackets", "Coffee"]
 WORDS = {
@@ -20,7 +21,7 @@ WORDS = {
     "Jackets": ["jacket", "rain jacket", "winter coat"],
     "Coffee": ["coffee", "espresso beans", "ground coffee"],
 }
-T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 def new_batch(cur, table: str = "events", rows: int = 0, checksum: str | None = None) -> int:
@@ -29,7 +30,8 @@ def new_batch(cur, table: str = "events", rows: int = 0, checksum: str | None = 
                                        rows_loaded, rows_quarantined, rows_duplicate,
                                        finished_at)
            VALUES ('synthetic', %s, %s, 'loaded', %s, %s, 0, 0, now()) RETURNING batch_id""",
-        (table, checksum or f"synthetic-{random.random()}", rows, rows))
+        (table, checksum or f"synthetic-{random.random()}", rows, rows),
+    )
     return cur.fetchone()[0]
 
 
@@ -41,24 +43,58 @@ def insert_catalog(cur, n_items: int = 60, n_users: int = 30, seed: int = 0) -> 
         cat = CATEGORIES[i % len(CATEGORIES)]
         title = f"{rng.choice(['Acme', 'Zeta', 'Nova'])} {rng.choice(WORDS[cat])} {i}"
         price = round(rng.uniform(5, 500), 2)
-        items.append((f"i{i:05d}", title, f"Shop > {cat}", cat, "Acme", price,
-                      T0 - timedelta(days=rng.randint(1, 300)), batch))
+        items.append(
+            (
+                f"i{i:05d}",
+                title,
+                f"Shop > {cat}",
+                cat,
+                "Acme",
+                price,
+                T0 - timedelta(days=rng.randint(1, 300)),
+                batch,
+            )
+        )
     buf = io.StringIO()
     for row in items:
         buf.write("\t".join(str(v) for v in row) + "\n")
     buf.seek(0)
-    cur.copy_from(buf, "items", columns=("item_id", "title", "category_path", "category",
-                                         "brand", "price", "listed_at", "batch_id"))
+    cur.copy_from(
+        buf,
+        "items",
+        columns=(
+            "item_id",
+            "title",
+            "category_path",
+            "category",
+            "brand",
+            "price",
+            "listed_at",
+            "batch_id",
+        ),
+    )
     ubatch = new_batch(cur, "users", n_users)
-    cur.executemany("INSERT INTO users (user_id, country, signup_at, batch_id) "
-                    "VALUES (%s, 'DE', %s, %s)",
-                    [(f"u{u:05d}", T0 - timedelta(days=400), ubatch) for u in range(n_users)])
-    return {"items": [r[0] for r in items], "category": {r[0]: r[3] for r in items},
-            "price": {r[0]: r[5] for r in items}, "users": [f"u{u:05d}" for u in range(n_users)]}
+    cur.executemany(
+        "INSERT INTO users (user_id, country, signup_at, batch_id) VALUES (%s, 'DE', %s, %s)",
+        [(f"u{u:05d}", T0 - timedelta(days=400), ubatch) for u in range(n_users)],
+    )
+    return {
+        "items": [r[0] for r in items],
+        "category": {r[0]: r[3] for r in items},
+        "price": {r[0]: r[5] for r in items},
+        "users": [f"u{u:05d}" for u in range(n_users)],
+    }
 
 
-def make_events(catalog: dict, n_sessions: int, start: datetime = T0, days: float = 10,
-                seed: int = 1, bot_share: float = 0.05, prefix: str = "e") -> list[tuple]:
+def make_events(
+    catalog: dict,
+    n_sessions: int,
+    start: datetime = T0,
+    days: float = 10,
+    seed: int = 1,
+    bot_share: float = 0.05,
+    prefix: str = "e",
+) -> list[tuple]:
     """Sessions of search -> impressions -> click -> view -> add_to_cart -> purchase."""
     rng = random.Random(seed)
     items, users = catalog["items"], catalog["users"]
@@ -76,8 +112,22 @@ def make_events(catalog: dict, n_sessions: int, start: datetime = T0, days: floa
         def add(kind, item=None, query=None, position=None, list_id=None, qty=None, price=None):
             nonlocal n, ts
             ts = ts + timedelta(seconds=rng.uniform(1, 60))
-            rows.append((f"{prefix}{s}_{n}", user, sid, kind, item, query, position, list_id,
-                         qty, price, ts, bot))
+            rows.append(
+                (
+                    f"{prefix}{s}_{n}",
+                    user,
+                    sid,
+                    kind,
+                    item,
+                    query,
+                    position,
+                    list_id,
+                    qty,
+                    price,
+                    ts,
+                    bot,
+                )
+            )
             n += 1
 
         for k in range(rng.randint(1, 3)):
@@ -96,8 +146,12 @@ def make_events(catalog: dict, n_sessions: int, start: datetime = T0, days: floa
                     if rng.random() < 0.3:
                         add("add_to_cart", item)
                         if rng.random() < 0.5:
-                            add("purchase", item, qty=rng.randint(1, 2),
-                                price=catalog["price"][item])
+                            add(
+                                "purchase",
+                                item,
+                                qty=rng.randint(1, 2),
+                                price=catalog["price"][item],
+                            )
     return rows
 
 
@@ -105,20 +159,48 @@ def insert_events(cur, rows: list[tuple], batch_id: int | None = None) -> int:
     batch_id = batch_id or new_batch(cur, "events", len(rows))
     buf = io.StringIO()
     for r in rows:
-        vals = ["\\N" if v is None else (("t" if v else "f") if isinstance(v, bool) else
-                                          (v.isoformat() if isinstance(v, datetime) else str(v)))
-                for v in r]
+        vals = [
+            "\\N"
+            if v is None
+            else (
+                ("t" if v else "f")
+                if isinstance(v, bool)
+                else (v.isoformat() if isinstance(v, datetime) else str(v))
+            )
+            for v in r
+        ]
         buf.write("\t".join(vals) + f"\t{batch_id}\n")
     buf.seek(0)
-    cur.copy_from(buf, "events", columns=("event_id", "user_id", "session_id", "event_type",
-                                          "item_id", "query", "position", "list_id",
-                                          "quantity", "price", "event_ts", "is_bot",
-                                          "batch_id"))
+    cur.copy_from(
+        buf,
+        "events",
+        columns=(
+            "event_id",
+            "user_id",
+            "session_id",
+            "event_type",
+            "item_id",
+            "query",
+            "position",
+            "list_id",
+            "quantity",
+            "price",
+            "event_ts",
+            "is_bot",
+            "batch_id",
+        ),
+    )
     return batch_id
 
 
-def load(settings, n_sessions: int = 300, days: float = 10, seed: int = 1,
-         n_items: int = 60, n_users: int = 30) -> dict:
+def load(
+    settings,
+    n_sessions: int = 300,
+    days: float = 10,
+    seed: int = 1,
+    n_items: int = 60,
+    n_users: int = 30,
+) -> dict:
     """Catalog + one events batch; returns the catalog dict with `batch_id`, `rows`."""
     from governance.db import transaction
 

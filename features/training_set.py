@@ -73,10 +73,16 @@ def labels_sql(feature_service_name: str, start, end) -> str:
     return LABEL_SQL[kind].format(start=_iso(start), end=_iso(end))
 
 
-def build_training_set(store, feature_service_name: str = "ranker_v1", *,
-                       start: datetime | str | None = None, end: datetime | str | None = None,
-                       entity_df: pd.DataFrame | str | None = None,
-                       full_feature_names: bool = False, method: str = "stock") -> pd.DataFrame:
+def build_training_set(
+    store,
+    feature_service_name: str = "ranker_v1",
+    *,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    entity_df: pd.DataFrame | str | None = None,
+    full_feature_names: bool = False,
+    method: str = "stock",
+) -> pd.DataFrame:
     """Labels joined point-in-time with the feature service's features.
 
     Either `start`/`end` (labels built in PostgreSQL from impressions or searches) or
@@ -93,14 +99,17 @@ def build_training_set(store, feature_service_name: str = "ranker_v1", *,
         entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
         if "request_ts_s" not in entity_df:
             entity_df["request_ts_s"] = (
-                entity_df["event_timestamp"].astype("int64") // 10**9).astype("int64")
+                entity_df["event_timestamp"].astype("int64") // 10**9
+            ).astype("int64")
     service = store.get_feature_service(feature_service_name)
     if method == "stock":
-        job = store.get_historical_features(entity_df=entity_df, features=service,
-                                            full_feature_names=full_feature_names)
+        job = store.get_historical_features(
+            entity_df=entity_df, features=service, full_feature_names=full_feature_names
+        )
     elif method == "lateral":
-        job = lateral_historical_features(store, entity_df, service,
-                                          full_feature_names=full_feature_names)
+        job = lateral_historical_features(
+            store, entity_df, service, full_feature_names=full_feature_names
+        )
     else:
         raise ValueError(f"method must be 'stock' or 'lateral', not {method!r}")
     df = job.to_df()
@@ -112,8 +121,9 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def lateral_historical_features(store, entity_df: pd.DataFrame | str, features,
-                                full_feature_names: bool = False):
+def lateral_historical_features(
+    store, entity_df: pd.DataFrame | str, features, full_feature_names: bool = False
+):
     """`store.get_historical_features` for the PostgreSQL offline store, one LATERAL per view.
 
     Returns a Feast PostgreSQLRetrievalJob (so `to_df()` applies the on-demand views and
@@ -127,8 +137,8 @@ def lateral_historical_features(store, entity_df: pd.DataFrame | str, features,
 
     from feast import utils
     from feast.infra.offline_stores import offline_utils
-    from feast.infra.offline_stores.offline_store import RetrievalMetadata
     from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as pgo
+    from feast.infra.offline_stores.offline_store import RetrievalMetadata
 
     registry, project, config = store.registry, store.project, store.config
     refs = utils._get_features(registry, project, features, allow_cache=True)
@@ -152,30 +162,38 @@ def lateral_historical_features(store, entity_df: pd.DataFrame | str, features,
     ts_col = offline_utils.infer_event_timestamp_from_entity_df(entity_schema)
     ts_range = pgo._get_entity_df_event_timestamp_range(entity_df, ts_col, config)
     contexts = offline_utils.get_feature_view_query_context(
-        provider_refs, feature_views, registry, project, ts_range)
+        provider_refs, feature_views, registry, project, ts_range
+    )
 
     @contextlib.contextmanager
     def query_generator():
         table = offline_utils.get_temp_entity_table_name()
         pgo._upload_entity_df(config, entity_df, table)
         try:
-            yield _lateral_sql(contexts, table, list(entity_schema.keys()), ts_col,
-                               full_feature_names)
+            yield _lateral_sql(
+                contexts, table, list(entity_schema.keys()), ts_col, full_feature_names
+            )
         finally:
             with pgo._get_conn(config.offline_store) as conn, conn.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {_q(table)}")
 
     return pgo.PostgreSQLRetrievalJob(
-        query=query_generator, config=config, full_feature_names=full_feature_names,
+        query=query_generator,
+        config=config,
+        full_feature_names=full_feature_names,
         on_demand_feature_views=[view for view, _ in odfvs],
         metadata=RetrievalMetadata(
             features=refs,
             keys=list(set(entity_schema.keys()) - {ts_col}),
-            min_event_timestamp=ts_range[0], max_event_timestamp=ts_range[1]))
+            min_event_timestamp=ts_range[0],
+            max_event_timestamp=ts_range[1],
+        ),
+    )
 
 
-def _lateral_sql(contexts, entity_table: str, entity_columns: list[str], ts_col: str,
-                 full_feature_names: bool) -> str:
+def _lateral_sql(
+    contexts, entity_table: str, entity_columns: list[str], ts_col: str, full_feature_names: bool
+) -> str:
     select = [f"e.{_q(c)}" for c in entity_columns]
     joins = []
     for k, ctx in enumerate(contexts):
@@ -202,6 +220,6 @@ def _lateral_sql(contexts, entity_table: str, entity_columns: list[str], ts_col:
         joins.append(
             f"LEFT JOIN LATERAL (SELECT {', '.join(cols) or '1 AS _none'} "
             f"FROM {ctx.table_subquery} AS sub WHERE {' AND '.join(conds)} "
-            f"ORDER BY {order} LIMIT 1) AS {alias} ON true")
-    return (f"SELECT {', '.join(select)}\nFROM {_q(entity_table)} AS e\n"
-            + "\n".join(joins))
+            f"ORDER BY {order} LIMIT 1) AS {alias} ON true"
+        )
+    return f"SELECT {', '.join(select)}\nFROM {_q(entity_table)} AS e\n" + "\n".join(joins)

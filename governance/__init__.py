@@ -1,1 +1,1 @@
-"""Governed data foundation: source tables, schemas, cleaning, pseudonymisation and audited ingest."""
+"""Governed data foundation: source tables, schemas, cleaning, pseudonyms and audited ingest."""

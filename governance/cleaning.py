@@ -60,8 +60,9 @@ def near_duplicates(df: pd.DataFrame, window: timedelta = NEAR_DUPLICATE_WINDOW)
     return hit.reindex(df.index)
 
 
-def price_outliers(price: pd.Series, category: pd.Series,
-                   factor: float = PRICE_OUTLIER_FACTOR) -> pd.Series:
+def price_outliers(
+    price: pd.Series, category: pd.Series, factor: float = PRICE_OUTLIER_FACTOR
+) -> pd.Series:
     """Price more than `factor` times above or below its category's median."""
     median = price.groupby(category).transform("median")
     size = price.groupby(category).transform("size")
@@ -77,22 +78,40 @@ def bot_sessions(events: pd.DataFrame) -> pd.Series:
     """
     clicks = events["event_type"] == "click"
     acts = events["event_type"].isin(["search", "view", "click", "add_to_cart"])
-    impressions = events.loc[events["event_type"] == "impression", ["session_id", "list_id", "item_id"]]
+    impressions = events.loc[
+        events["event_type"] == "impression", ["session_id", "list_id", "item_id"]
+    ]
     shown = pd.MultiIndex.from_frame(impressions.dropna())
-    click_keys = pd.MultiIndex.from_frame(events[["session_id", "list_id", "item_id"]].fillna("\x00"))
+    click_keys = pd.MultiIndex.from_frame(
+        events[["session_id", "list_id", "item_id"]].fillna("\x00")
+    )
     orphan = clicks & ~click_keys.isin(shown)
 
-    per = pd.DataFrame({"session_id": events["session_id"], "ts": events["event_ts"],
-                        "act": acts, "click": clicks, "orphan": orphan})
-    stats = per.groupby("session_id").agg(n=("act", "sum"), first=("ts", "min"), last=("ts", "max"),
-                                          clicks=("click", "sum"), orphans=("orphan", "sum"))
+    per = pd.DataFrame(
+        {
+            "session_id": events["session_id"],
+            "ts": events["event_ts"],
+            "act": acts,
+            "click": clicks,
+            "orphan": orphan,
+        }
+    )
+    stats = per.groupby("session_id").agg(
+        n=("act", "sum"),
+        first=("ts", "min"),
+        last=("ts", "max"),
+        clicks=("click", "sum"),
+        orphans=("orphan", "sum"),
+    )
     seconds = (stats["last"] - stats["first"]).dt.total_seconds().clip(lower=1.0)
     clicks_per_minute = stats["clicks"] / (seconds / 60.0)
     bot = (
         ((stats["clicks"] >= BOT_MIN_CLICKS) & (clicks_per_minute > BOT_CLICKS_PER_MINUTE))
         | ((stats["n"] >= BOT_MIN_EVENTS) & (stats["n"] / seconds > BOT_EVENTS_PER_SECOND))
-        | ((stats["clicks"] >= BOT_MIN_CLICKS)
-           & (stats["orphans"] / stats["clicks"].clip(lower=1) > BOT_ORPHAN_CLICK_SHARE))
+        | (
+            (stats["clicks"] >= BOT_MIN_CLICKS)
+            & (stats["orphans"] / stats["clicks"].clip(lower=1) > BOT_ORPHAN_CLICK_SHARE)
+        )
     )
     return events["session_id"].map(bot).fillna(False).astype(bool)
 

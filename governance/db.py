@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -149,8 +149,11 @@ def feast_env(settings: Settings | None = None) -> dict[str, str]:
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m governance.db", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m governance.db",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["migrate", "url", "env", "stop"])
     args = parser.parse_args()
     if args.command == "migrate":
@@ -159,8 +162,11 @@ def _main() -> None:
     elif args.command == "stop":
         settings = get_settings()
         stopped = stop_embedded_server(settings.data_dir)
-        print("embedded PostgreSQL stopped" if stopped else
-              f"no embedded PostgreSQL running under {settings.data_dir / 'pg'}")
+        print(
+            "embedded PostgreSQL stopped"
+            if stopped
+            else f"no embedded PostgreSQL running under {settings.data_dir / 'pg'}"
+        )
     elif args.command == "url":
         print(sqlalchemy_url())
     else:

@@ -1,7 +1,8 @@
 """Audited batch ingest: every input row ends in a clean table or in quarantine.
 
     python -m governance.ingest sim DIR              # a simulator output folder, in order
-    python -m governance.ingest file TABLE PATH      # one contract CSV (users/items/events/labelled_queries)
+    python -m governance.ingest file TABLE PATH      # one contract CSV
+                                                     # (users/items/events/labelled_queries)
     python -m governance.ingest online-retail PATH   # the UCI Online Retail log through its adapter
     python -m governance.ingest summary              # batches, counts and quarantine reasons
 
@@ -22,14 +23,13 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
-import psycopg2.extras
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -46,12 +46,28 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = {
     "users": ["user_id", "country", "signup_at"],
     "items": ["item_id", "title", "category_path", "category", "brand", "price", "listed_at"],
-    "events": ["event_id", "user_id", "session_id", "event_type", "item_id", "query", "position",
-               "list_id", "quantity", "price", "event_ts", "is_bot"],
+    "events": [
+        "event_id",
+        "user_id",
+        "session_id",
+        "event_type",
+        "item_id",
+        "query",
+        "position",
+        "list_id",
+        "quantity",
+        "price",
+        "event_ts",
+        "is_bot",
+    ],
     "labelled_queries": ["query", "intent", "category", "source"],
 }
-KEYS = {"users": ["user_id"], "items": ["item_id"], "events": ["event_id"],
-        "labelled_queries": ["query", "intent", "category"]}
+KEYS = {
+    "users": ["user_id"],
+    "items": ["item_id"],
+    "events": ["event_id"],
+    "labelled_queries": ["query", "intent", "category"],
+}
 # Later batches may correct users and items (a new price, a fixed title); events are immutable.
 UPSERT = {"users": True, "items": True, "events": False, "labelled_queries": False}
 
@@ -76,9 +92,19 @@ class BatchResult:
         return self.rows_read == self.rows_loaded + self.rows_quarantined + self.rows_duplicate
 
     def summary(self) -> dict:
-        return {k: getattr(self, k) for k in ("table", "batch_id", "status", "rows_read",
-                                              "rows_loaded", "rows_quarantined", "rows_duplicate",
-                                              "rule_hits")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "table",
+                "batch_id",
+                "status",
+                "rows_read",
+                "rows_loaded",
+                "rows_quarantined",
+                "rows_duplicate",
+                "rule_hits",
+            )
+        }
 
 
 class IngestError(RuntimeError):
@@ -86,6 +112,7 @@ class IngestError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- reading
+
 
 def read_csv(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     """Read a contract CSV as text, indexed by line number (the header is line 1).
@@ -95,10 +122,16 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     malformed: list[dict] = []
 
     def keep_malformed(row) -> str:
-        malformed.append({"row_number": row.number,
-                          "reasons": [f"malformed_line: expected {row.expected_columns} fields, "
-                                      f"got {row.actual_columns}"],
-                          "raw": _fields_of(row.text, names)})
+        malformed.append(
+            {
+                "row_number": row.number,
+                "reasons": [
+                    f"malformed_line: expected {row.expected_columns} fields, "
+                    f"got {row.actual_columns}"
+                ],
+                "raw": _fields_of(row.text, names),
+            }
+        )
         return "skip"
 
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -110,8 +143,11 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, list[dict]]:
         # single-threaded so the invalid-row handler sees line numbers
         read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
         parse_options=pacsv.ParseOptions(invalid_row_handler=keep_malformed),
-        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                             strings_can_be_null=True, quoted_strings_can_be_null=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
     ).to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
     bad_lines = {m["row_number"] for m in malformed if m["row_number"] is not None}
     lines = np.arange(2, len(frame) + len(malformed) + 2)
@@ -140,6 +176,7 @@ def frame_checksum(frame: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------------- cleaning
 
+
 @dataclass
 class Cleaned:
     clean: pd.DataFrame
@@ -164,7 +201,7 @@ def clean_rows(table: str, valid: pd.DataFrame, cur, settings: Settings) -> Clea
         if hits[reason]:
             reasons.append(pd.Series(reason, index=df.index[mask.to_numpy(dtype=bool)]))
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ts_column = {"users": "signup_at", "items": "listed_at", "events": "event_ts"}.get(table)
     if ts_column:
         out_of_range = cleaning.timestamp_out_of_range(df[ts_column], settings.shop_opened_at, now)
@@ -173,7 +210,9 @@ def clean_rows(table: str, valid: pd.DataFrame, cur, settings: Settings) -> Clea
 
     if table == "items":
         df["category"] = cleaning.leaf_category(df["category_path"])
-        quarantine(cleaning.price_outliers(df["price"], df["category"]), "price_outlier_in_category")
+        quarantine(
+            cleaning.price_outliers(df["price"], df["category"]), "price_outlier_in_category"
+        )
     if table == "events":
         before = df["query"].copy()
         df["query"] = cleaning.normalise_text(df["query"])
@@ -207,6 +246,7 @@ def clean_rows(table: str, valid: pd.DataFrame, cur, settings: Settings) -> Clea
 
 # ---------------------------------------------------------------------------------- loading
 
+
 def _to_csv_bytes(frame: pd.DataFrame) -> io.BytesIO:
     """pyarrow's CSV writer: an order of magnitude faster than pandas.to_csv at a million rows."""
     converted = {}
@@ -217,8 +257,11 @@ def _to_csv_bytes(frame: pd.DataFrame) -> io.BytesIO:
         else:
             converted[name] = pa.array(col, from_pandas=True)
     buffer = io.BytesIO()
-    pacsv.write_csv(pa.table(converted), buffer,
-                    write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pacsv.write_csv(
+        pa.table(converted),
+        buffer,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+    )
     buffer.seek(0)
     return buffer
 
@@ -252,20 +295,26 @@ def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> int:
     else:
         action = "DO NOTHING"
     cols = ", ".join(columns)
-    cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staging ON CONFLICT ({key}) {action}")
+    cur.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staging ON CONFLICT ({key}) {action}"
+    )
     return cur.rowcount
 
 
 def _quarantine_rows(cur, batch_id: int, table: str, rejected: list[dict]) -> None:
     if not rejected:
         return
-    frame = pd.DataFrame({
-        "batch_id": batch_id,
-        "table_name": table,
-        "row_number": [r.get("row_number") for r in rejected],
-        "raw": [json.dumps(r["raw"], default=str) for r in rejected],
-        "reasons": ["{" + ",".join(json.dumps(x) for x in r["reasons"]) + "}" for r in rejected],
-    })
+    frame = pd.DataFrame(
+        {
+            "batch_id": batch_id,
+            "table_name": table,
+            "row_number": [r.get("row_number") for r in rejected],
+            "raw": [json.dumps(r["raw"], default=str) for r in rejected],
+            "reasons": [
+                "{" + ",".join(json.dumps(x) for x in r["reasons"]) + "}" for r in rejected
+            ],
+        }
+    )
     frame["row_number"] = frame["row_number"].astype("Int64")
     copy_rows(cur, "quarantine", frame)
 
@@ -290,11 +339,15 @@ def _raw_record(raw: pd.DataFrame, index, key: str) -> dict:
 
 # ------------------------------------------------------------------------------------ batch
 
+
 def _existing(cur, table: str, checksum: str) -> BatchResult | None:
-    cur.execute("""SELECT batch_id, rows_read, rows_loaded, rows_quarantined, rows_duplicate,
+    cur.execute(
+        """SELECT batch_id, rows_read, rows_loaded, rows_quarantined, rows_duplicate,
                           rule_hits, quality
-                   FROM ingest_batches WHERE table_name = %s AND checksum = %s AND status = 'loaded'""",
-                (table, checksum))
+                   FROM ingest_batches
+                   WHERE table_name = %s AND checksum = %s AND status = 'loaded'""",
+        (table, checksum),
+    )
     row = cur.fetchone()
     if row is None:
         return None
@@ -328,7 +381,7 @@ def ingest_frame(
         raw = raw.reset_index(drop=True)
     checksum = checksum or frame_checksum(raw)
     rows_read = len(raw) + len(pre_rejected)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
 
     conn = connect(settings)
     try:
@@ -336,17 +389,32 @@ def ingest_frame(
             existing = _existing(cur, table, checksum)
             if existing is not None:
                 return existing
-            cur.execute("""INSERT INTO ingest_batches (source, table_name, file_name, checksum, started_at)
+            cur.execute(
+                """INSERT INTO ingest_batches (source, table_name, file_name, checksum, started_at)
                            VALUES (%s, %s, %s, %s, %s) RETURNING batch_id""",
-                        (source, table, file_name, checksum, started))
+                (source, table, file_name, checksum, started),
+            )
             batch_id = cur.fetchone()[0]
         try:
-            result = _load_batch(conn, table, raw, batch_id, settings, source, checksum,
-                                 pre_rejected, dict(pre_rule_hits or {}), rows_read, before_commit)
+            result = _load_batch(
+                conn,
+                table,
+                raw,
+                batch_id,
+                settings,
+                source,
+                checksum,
+                pre_rejected,
+                dict(pre_rule_hits or {}),
+                rows_read,
+                before_commit,
+            )
         except Exception as exc:
             _mark_failed(settings, batch_id, exc)
-            raise IngestError(f"batch {batch_id} ({table}, {file_name or source}) failed and was "
-                              f"rolled back: {exc}. Fix the cause and run the same command again.") from exc
+            raise IngestError(
+                f"batch {batch_id} ({table}, {file_name or source}) failed and was "
+                f"rolled back: {exc}. Fix the cause and run the same command again."
+            ) from exc
     finally:
         conn.close()
     if write_files:
@@ -354,8 +422,19 @@ def ingest_frame(
     return result
 
 
-def _load_batch(conn, table, raw, batch_id, settings, source, checksum, pre_rejected,
-                rule_hits, rows_read, before_commit) -> BatchResult:
+def _load_batch(
+    conn,
+    table,
+    raw,
+    batch_id,
+    settings,
+    source,
+    checksum,
+    pre_rejected,
+    rule_hits,
+    rows_read,
+    before_commit,
+) -> BatchResult:
     with conn, conn.cursor() as cur:
         # One writer per table at a time: the duplicate check and the load must see the same rows.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cartwise.ingest.{table}",))
@@ -368,14 +447,21 @@ def _load_batch(conn, table, raw, batch_id, settings, source, checksum, pre_reje
         key = settings.pseudonym_key.get_secret_value()
         rejected = [{**r, "raw": redact(r["raw"], key)} for r in pre_rejected]
         for index, reasons in validation.reasons.items():
-            rejected.append({"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)})
+            rejected.append(
+                {"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)}
+            )
         for index, reasons in cleaned.quarantine.items():
-            rejected.append({"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)})
+            rejected.append(
+                {"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)}
+            )
 
         clean = cleaned.clean
         if "user_id" in clean.columns:
-            clean = clean.assign(user_id=pseudonymise_series(clean["user_id"],
-                                                             settings.pseudonym_key.get_secret_value()))
+            clean = clean.assign(
+                user_id=pseudonymise_series(
+                    clean["user_id"], settings.pseudonym_key.get_secret_value()
+                )
+            )
         clean = clean[TABLE_COLUMNS[table]]
         written = _load_clean(cur, table, clean, batch_id)
         already = len(clean) - written
@@ -383,66 +469,121 @@ def _load_batch(conn, table, raw, batch_id, settings, source, checksum, pre_reje
         duplicates = cleaning.count(cleaned.duplicate) + already
         _quarantine_rows(cur, batch_id, table, rejected)
 
-        quality = build_quality(cur, table=table, batch_id=batch_id, source=source, raw=raw,
-                                clean=clean, rejected=rejected, rule_hits=hits, rows_read=rows_read,
-                                rows_loaded=written, rows_duplicate=duplicates)
+        quality = build_quality(
+            cur,
+            table=table,
+            batch_id=batch_id,
+            source=source,
+            raw=raw,
+            clean=clean,
+            rejected=rejected,
+            rule_hits=hits,
+            rows_read=rows_read,
+            rows_loaded=written,
+            rows_duplicate=duplicates,
+        )
         cur.execute(
             """UPDATE ingest_batches SET status = 'loaded', rows_read = %s, rows_loaded = %s,
                    rows_quarantined = %s, rows_duplicate = %s, rule_hits = %s, quality = %s,
                    finished_at = now()
                WHERE batch_id = %s""",
-            (rows_read, written, len(rejected), duplicates, json.dumps(hits),
-             json.dumps(quality, default=str), batch_id))
+            (
+                rows_read,
+                written,
+                len(rejected),
+                duplicates,
+                json.dumps(hits),
+                json.dumps(quality, default=str),
+                batch_id,
+            ),
+        )
         if before_commit is not None:
             before_commit(conn)
-    return BatchResult(table, batch_id, "loaded", rows_read, written, len(rejected), duplicates,
-                       rule_hits=hits, rejected=rejected, clean=clean, quality=quality)
+    return BatchResult(
+        table,
+        batch_id,
+        "loaded",
+        rows_read,
+        written,
+        len(rejected),
+        duplicates,
+        rule_hits=hits,
+        rejected=rejected,
+        clean=clean,
+        quality=quality,
+    )
 
 
 def _mark_failed(settings: Settings, batch_id: int, exc: BaseException) -> None:
     try:
         conn = connect(settings)
         with conn, conn.cursor() as cur:
-            cur.execute("""UPDATE ingest_batches SET status = 'failed', error = %s, finished_at = now()
-                           WHERE batch_id = %s AND status = 'running'""", (str(exc)[:2000], batch_id))
+            cur.execute(
+                """UPDATE ingest_batches SET status = 'failed', error = %s, finished_at = now()
+                           WHERE batch_id = %s AND status = 'running'""",
+                (str(exc)[:2000], batch_id),
+            )
         conn.close()
     except Exception:  # the database itself may be what failed; the batch stays 'running'
         log.warning("could not mark batch %s as failed", batch_id, exc_info=True)
 
 
-def ingest_file(table: str, path: Path | str, *, settings: Settings | None = None,
-                source: str | None = None, write_files: bool = True) -> BatchResult:
+def ingest_file(
+    table: str,
+    path: Path | str,
+    *,
+    settings: Settings | None = None,
+    source: str | None = None,
+    write_files: bool = True,
+) -> BatchResult:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     raw, malformed = read_csv(path)
-    return ingest_frame(table, raw, settings=settings, source=source or f"file:{table}",
-                        file_name=path.name, checksum=file_checksum(path), pre_rejected=malformed,
-                        pre_rule_hits={"malformed_line": len(malformed)}, write_files=write_files)
+    return ingest_frame(
+        table,
+        raw,
+        settings=settings,
+        source=source or f"file:{table}",
+        file_name=path.name,
+        checksum=file_checksum(path),
+        pre_rejected=malformed,
+        pre_rule_hits={"malformed_line": len(malformed)},
+        write_files=write_files,
+    )
 
 
 # ----------------------------------------------------------------------------- whole sources
 
-def ingest_simulation(folder: Path | str, *, settings: Settings | None = None,
-                      progress: bool = True) -> list[BatchResult]:
+
+def ingest_simulation(
+    folder: Path | str, *, settings: Settings | None = None, progress: bool = True
+) -> list[BatchResult]:
     """Catalogue first (events must name known items), then users, queries and daily events."""
     from tqdm import tqdm
 
     folder = Path(folder)
-    files = [("items", folder / "items.csv.gz"), ("users", folder / "users.csv.gz"),
-             ("labelled_queries", folder / "labelled_queries.csv.gz")]
+    files = [
+        ("items", folder / "items.csv.gz"),
+        ("users", folder / "users.csv.gz"),
+        ("labelled_queries", folder / "labelled_queries.csv.gz"),
+    ]
     files += [("events", p) for p in sorted((folder / "events").glob("*.csv.gz"))]
     missing = [str(p) for _, p in files[:3] if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"not a simulator output folder, missing: {missing}. "
-                                "Create one with `python -m governance.simulate --out DIR`.")
+        raise FileNotFoundError(
+            f"not a simulator output folder, missing: {missing}. "
+            "Create one with `python -m governance.simulate --out DIR`."
+        )
     results = []
     for table, path in tqdm(files, desc="ingest", unit="file", disable=not progress):
         results.append(ingest_file(table, path, settings=settings, source="simulator"))
     return results
 
 
-def ingest_online_retail(path: Path | str, *, settings: Settings | None = None) -> list[BatchResult]:
+def ingest_online_retail(
+    path: Path | str, *, settings: Settings | None = None
+) -> list[BatchResult]:
     """The UCI Online Retail log through its adapter: items, users, then events."""
     from governance.online_retail import load_online_retail
 
@@ -450,16 +591,40 @@ def ingest_online_retail(path: Path | str, *, settings: Settings | None = None) 
     checksum = file_checksum(path)
     batch = load_online_retail(path)
     results = [
-        ingest_frame("items", batch.items, settings=settings, source="online_retail",
-                     file_name=path.name, checksum=f"{checksum}:items"),
-        ingest_frame("users", batch.users, settings=settings, source="online_retail",
-                     file_name=path.name, checksum=f"{checksum}:users"),
+        ingest_frame(
+            "items",
+            batch.items,
+            settings=settings,
+            source="online_retail",
+            file_name=path.name,
+            checksum=f"{checksum}:items",
+        ),
+        ingest_frame(
+            "users",
+            batch.users,
+            settings=settings,
+            source="online_retail",
+            file_name=path.name,
+            checksum=f"{checksum}:users",
+        ),
     ]
-    refused = [{"row_number": int(r.row_number), "reasons": list(r.reasons), "raw": r.raw}
-               for r in batch.rejected.itertuples() if r.table == "events"]
-    results.append(ingest_frame("events", batch.events, settings=settings, source="online_retail",
-                                file_name=path.name, checksum=f"{checksum}:events",
-                                pre_rejected=refused, pre_rule_hits=batch.rule_hits))
+    refused = [
+        {"row_number": int(r.row_number), "reasons": list(r.reasons), "raw": r.raw}
+        for r in batch.rejected.itertuples()
+        if r.table == "events"
+    ]
+    results.append(
+        ingest_frame(
+            "events",
+            batch.events,
+            settings=settings,
+            source="online_retail",
+            file_name=path.name,
+            checksum=f"{checksum}:events",
+            pre_rejected=refused,
+            pre_rule_hits=batch.rule_hits,
+        )
+    )
     return results
 
 
@@ -482,11 +647,15 @@ def summary(settings: Settings | None = None) -> str:
         reasons = cur.fetchall()
         cur.execute("SELECT count(*) FILTER (WHERE is_bot), count(*) FROM events")
         bots, events = cur.fetchone()
-    lines = [f"{'source':<15} {'table':<17} {'batches':>7} {'read':>10} {'loaded':>10} "
-             f"{'quarantined':>11} {'duplicates':>10}"]
+    lines = [
+        f"{'source':<15} {'table':<17} {'batches':>7} {'read':>10} {'loaded':>10} "
+        f"{'quarantined':>11} {'duplicates':>10}"
+    ]
     for table, source, n, read, loaded, quarantined, duplicate in batches:
-        lines.append(f"{source:<15} {table:<17} {n:>7} {read:>10,} {loaded:>10,} {quarantined:>11,} "
-                     f"{duplicate:>10,}")
+        lines.append(
+            f"{source:<15} {table:<17} {n:>7} {read:>10,} {loaded:>10,} {quarantined:>11,} "
+            f"{duplicate:>10,}"
+        )
     lines.append(f"\nevents stored: {events:,}, of which flagged as bot traffic: {bots:,}")
     lines.append("\nquarantine reasons (top 8 per source):")
     shown: dict[str, int] = {}
@@ -498,8 +667,11 @@ def summary(settings: Settings | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m governance.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m governance.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("sim", help="ingest a simulator output folder")
     sim.add_argument("folder", type=Path)

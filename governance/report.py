@@ -12,8 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CATEGORICAL = {"events": ["event_type"], "items": ["category"], "users": ["country"],
-               "labelled_queries": ["intent"]}
+CATEGORICAL = {
+    "events": ["event_type"],
+    "items": ["category"],
+    "users": ["country"],
+    "labelled_queries": ["intent"],
+}
 NUMERIC = {"events": ["price", "quantity", "position"], "items": ["price"]}
 EXAMPLES_PER_REASON = 3
 PSI_ALERT = 0.2  # population stability index above which a distribution has shifted
@@ -31,13 +35,22 @@ def _distributions(table: str, clean: pd.DataFrame) -> dict:
     for column in CATEGORICAL.get(table, []):
         if column in clean and len(clean):
             shares = clean[column].fillna("<null>").value_counts(normalize=True).head(30)
-            out[column] = {"kind": "categorical", "shares": {k: round(float(v), 6) for k, v in shares.items()}}
+            out[column] = {
+                "kind": "categorical",
+                "shares": {k: round(float(v), 6) for k, v in shares.items()},
+            }
     for column in NUMERIC.get(table, []):
         values = pd.to_numeric(clean.get(column), errors="coerce") if column in clean else None
         if values is not None and values.notna().any():
             q = values.quantile([0.05, 0.5, 0.95])
-            out[column] = {"kind": "numeric", "mean": float(values.mean()), "p05": float(q[0.05]),
-                           "p50": float(q[0.5]), "p95": float(q[0.95]), "count": int(values.notna().sum())}
+            out[column] = {
+                "kind": "numeric",
+                "mean": float(values.mean()),
+                "p05": float(q[0.05]),
+                "p50": float(q[0.5]),
+                "p95": float(q[0.95]),
+                "count": int(values.notna().sum()),
+            }
     return out
 
 
@@ -63,16 +76,33 @@ def drift(now: dict, before: dict | None) -> dict:
             out["columns"][column] = {"psi": round(value, 4), "shifted": value > PSI_ALERT}
         else:
             change = (dist["p50"] - old["p50"]) / old["p50"] if old["p50"] else None
-            out["columns"][column] = {"median_change": None if change is None else round(change, 4),
-                                      "shifted": change is not None and abs(change) > 0.25}
+            out["columns"][column] = {
+                "median_change": None if change is None else round(change, 4),
+                "shifted": change is not None and abs(change) > 0.25,
+            }
     nulls = now.get("null_rates", {})
-    out["null_rate_change"] = {c: round(nulls[c] - before.get("null_rates", {}).get(c, 0.0), 6)
-                               for c in nulls if c in before.get("null_rates", {})}
+    out["null_rate_change"] = {
+        c: round(nulls[c] - before.get("null_rates", {}).get(c, 0.0), 6)
+        for c in nulls
+        if c in before.get("null_rates", {})
+    }
     return out
 
 
-def build_quality(cur, *, table, batch_id, source, raw, clean, rejected, rule_hits, rows_read,
-                  rows_loaded, rows_duplicate) -> dict:
+def build_quality(
+    cur,
+    *,
+    table,
+    batch_id,
+    source,
+    raw,
+    clean,
+    rejected,
+    rule_hits,
+    rows_read,
+    rows_loaded,
+    rows_duplicate,
+) -> dict:
     by_reason: dict[str, list] = {}
     reason_counts: dict[str, int] = {}
     for row in rejected:
@@ -85,18 +115,24 @@ def build_quality(cur, *, table, batch_id, source, raw, clean, rejected, rule_hi
         "batch_id": batch_id,
         "table": table,
         "source": source,
-        "counts": {"rows_read": rows_read, "rows_loaded": rows_loaded,
-                   "rows_quarantined": len(rejected), "rows_duplicate": rows_duplicate,
-                   "reconciles": rows_read == rows_loaded + len(rejected) + rows_duplicate},
+        "counts": {
+            "rows_read": rows_read,
+            "rows_loaded": rows_loaded,
+            "rows_quarantined": len(rejected),
+            "rows_duplicate": rows_duplicate,
+            "reconciles": rows_read == rows_loaded + len(rejected) + rows_duplicate,
+        },
         "rule_hits": {k: int(v) for k, v in sorted(rule_hits.items()) if v},
         "quarantine_reasons": reason_counts,
         "null_rates": _null_rates(raw),
         "distributions": _distributions(table, clean),
         "examples": by_reason,
     }
-    cur.execute("""SELECT quality FROM ingest_batches WHERE table_name = %s AND status = 'loaded'
+    cur.execute(
+        """SELECT quality FROM ingest_batches WHERE table_name = %s AND status = 'loaded'
                    AND source = %s AND batch_id < %s ORDER BY batch_id DESC LIMIT 1""",
-                (table, source, batch_id))
+        (table, source, batch_id),
+    )
     previous = cur.fetchone()
     quality["drift"] = drift(quality, previous[0] if previous else None)
     return quality
@@ -128,19 +164,26 @@ def to_markdown(quality: dict) -> str:
         "",
     ]
     d = quality.get("drift", {})
-    lines.append(f"Compared with batch {d.get('previous_batch')}." if d.get("previous_batch")
-                 else "First batch of this table and source: nothing to compare with.")
+    lines.append(
+        f"Compared with batch {d.get('previous_batch')}."
+        if d.get("previous_batch")
+        else "First batch of this table and source: nothing to compare with."
+    )
     lines.append("")
     for column, dist in quality["distributions"].items():
         shift = d.get("columns", {}).get(column, {})
         flag = " **shifted**" if shift.get("shifted") else ""
         if dist["kind"] == "categorical":
             shares = ", ".join(f"{k} {v:.1%}" for k, v in list(dist["shares"].items())[:10])
-            lines.append(f"- `{column}`: {shares}" + (f" (PSI {shift['psi']}){flag}" if shift else ""))
+            lines.append(
+                f"- `{column}`: {shares}" + (f" (PSI {shift['psi']}){flag}" if shift else "")
+            )
         else:
-            lines.append(f"- `{column}`: mean {dist['mean']:.2f}, p05 {dist['p05']:.2f}, "
-                         f"p50 {dist['p50']:.2f}, p95 {dist['p95']:.2f}"
-                         + (f" (median change {shift.get('median_change')}){flag}" if shift else ""))
+            lines.append(
+                f"- `{column}`: mean {dist['mean']:.2f}, p05 {dist['p05']:.2f}, "
+                f"p50 {dist['p50']:.2f}, p95 {dist['p95']:.2f}"
+                + (f" (median change {shift.get('median_change')}){flag}" if shift else "")
+            )
     lines += ["", "## Quarantined rows by reason (examples)", ""]
     for reason, examples in quality["examples"].items():
         lines.append(f"### {reason} ({quality['quarantine_reasons'][reason]:,} rows)")

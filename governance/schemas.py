@@ -10,7 +10,7 @@ describes the row as stored in PostgreSQL.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import pandas as pd
 import pandera.pandas as pa
@@ -39,8 +39,8 @@ class _Strict:
 
 class UserRecord(pa.DataFrameModel):
     user_id: Series[Text] = pa.Field()
-    country: Optional[Series[Text]] = pa.Field(nullable=True)
-    signup_at: Optional[Series[pd.DatetimeTZDtype]] = pa.Field(nullable=True, dtype_kwargs=UTC_TS)
+    country: Series[Text] | None = pa.Field(nullable=True)
+    signup_at: Series[pd.DatetimeTZDtype] | None = pa.Field(nullable=True, dtype_kwargs=UTC_TS)
 
     class Config(_Strict):
         name = "users"
@@ -54,7 +54,7 @@ class ItemRecord(pa.DataFrameModel):
     item_id: Series[Text] = pa.Field()
     title: Series[Text] = pa.Field()
     category_path: Series[Text] = pa.Field()
-    brand: Optional[Series[Text]] = pa.Field(nullable=True)
+    brand: Series[Text] | None = pa.Field(nullable=True)
     price: Series[float] = pa.Field(gt=0)
     listed_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
 
@@ -120,6 +120,7 @@ class LabelledQueryRecord(pa.DataFrameModel):
 
 class CleanLabelledQueries(LabelledQueryRecord):
     source: Series[Text] = pa.Field(description="'labelled', or the weak-label rule that made it")
+
 
 RECORD_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "users": UserRecord,

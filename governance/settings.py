@@ -6,7 +6,7 @@ so a deployment changes environment variables, never code.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr = Field(default=SecretStr(DEV_PSEUDONYM_KEY))
     events_token: SecretStr = Field(default=SecretStr("cartwise-dev-token"))
     shop_opened_at: datetime = Field(
-        default=datetime(2010, 1, 1, tzinfo=timezone.utc),
+        default=datetime(2010, 1, 1, tzinfo=UTC),
         description="Events before this instant are impossible and go to quarantine.",
     )
     feast_project: str = "cartwise"

@@ -25,7 +25,7 @@ import gzip
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,17 @@ from governance import catalog
 EVENT_TYPES = ["search", "impression", "click", "view", "add_to_cart", "purchase", "return"]
 SEARCH, IMPRESSION, CLICK, VIEW, CART, PURCHASE, RETURN = range(len(EVENT_TYPES))
 EVENT_COLUMNS = [
-    "event_id", "user_id", "session_id", "event_type", "item_id", "query", "position",
-    "list_id", "quantity", "price", "event_ts",
+    "event_id",
+    "user_id",
+    "session_id",
+    "event_type",
+    "item_id",
+    "query",
+    "position",
+    "list_id",
+    "quantity",
+    "price",
+    "event_ts",
 ]
 EVENT_SCHEMA = pa.schema(
     [(c, pa.int64() if c in ("position", "quantity") else pa.string()) for c in EVENT_COLUMNS]
@@ -51,25 +60,27 @@ DAY_MS = 86_400_000
 # Relative frequency of each dirty kind among the injected event rows; the names are the
 # `kind` values in truth/dirty.parquet, which the validation tests reconcile against.
 DIRTY_EVENT_KINDS = {
-    "malformed_price": 1.0,         # price like "abc"
-    "malformed_timestamp": 1.0,     # event_ts that no ISO parser accepts
-    "unknown_event_type": 1.0,      # "clik", "purchace", ...
-    "missing_required": 1.5,        # a required field left empty (see `column`)
-    "broken_line": 0.5,             # a CSV line with the wrong number of fields
-    "exact_duplicate": 1.5,         # the same row, event_id included, twice
-    "near_duplicate": 1.5,          # same user/item/type/list within 1 s, new event_id
-    "late_event": 1.0,              # a valid row that arrives in the next day's file
-    "nonpositive_price": 0.75,      # price 0 or negative on a priced event
-    "zero_quantity": 0.5,           # purchase with quantity 0
+    "malformed_price": 1.0,  # price like "abc"
+    "malformed_timestamp": 1.0,  # event_ts that no ISO parser accepts
+    "unknown_event_type": 1.0,  # "clik", "purchace", ...
+    "missing_required": 1.5,  # a required field left empty (see `column`)
+    "broken_line": 0.5,  # a CSV line with the wrong number of fields
+    "exact_duplicate": 1.5,  # the same row, event_id included, twice
+    "near_duplicate": 1.5,  # same user/item/type/list within 1 s, new event_id
+    "late_event": 1.0,  # a valid row that arrives in the next day's file
+    "nonpositive_price": 0.75,  # price 0 or negative on a priced event
+    "zero_quantity": 0.5,  # purchase with quantity 0
     "timestamp_out_of_range": 1.0,  # event_ts in 2099 or before the shop opened
-    "unknown_item": 1.0,            # item_id that is not in items.csv.gz
+    "unknown_item": 1.0,  # item_id that is not in items.csv.gz
 }
 DIRTY_USER_KINDS = ["missing_user_id", "future_signup"]
 DIRTY_ITEM_KINDS = ["nonpositive_price", "price_outlier", "empty_title"]
 DIRTY_QUERY_KINDS = ["empty_query", "missing_intent", "unknown_category"]
 
 # Hourly shape of human traffic: quiet nights, lunch and evening peaks.
-_HOURLY = np.array([2, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 6, 7, 8, 10, 10, 9, 6, 4], float)
+_HOURLY = np.array(
+    [2, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 6, 7, 8, 10, 10, 9, 6, 4], float
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +98,12 @@ class ClickModel:
 
     def p_click(self, affinity, price_fit, quality, relevant, position):
         logit = (
-            self.b0 + self.b_aff * affinity + self.b_price * price_fit + self.b_qual * quality
-            + self.b_rel * relevant - self.b_pos * np.log1p(position)
+            self.b0
+            + self.b_aff * affinity
+            + self.b_price * price_fit
+            + self.b_qual * quality
+            + self.b_rel * relevant
+            - self.b_pos * np.log1p(position)
         )
         return 1.0 / (1.0 + np.exp(-logit))
 
@@ -100,7 +115,7 @@ class SimConfig:
     n_users: int | None = None  # default: events // 100
     n_items: int | None = None  # default: events // 500
     days: int = 30
-    start: datetime = datetime(2026, 9, 1, tzinfo=timezone.utc)
+    start: datetime = datetime(2026, 9, 1, tzinfo=UTC)
     dirty_share: float = 0.02  # of event rows; users/items/queries get a few each as well
     bot_share: float = 0.005  # of users
     bot_event_share: float = 0.03  # of each day's events
@@ -123,7 +138,7 @@ class SimConfig:
         if self.n_labelled_queries is None:
             self.n_labelled_queries = int(np.clip(self.events // 300, 2000, 20000))
         if self.start.tzinfo is None:
-            self.start = self.start.replace(tzinfo=timezone.utc)
+            self.start = self.start.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- string helpers
@@ -143,7 +158,7 @@ def _money(cents: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
 
 
 def _iso(ms: int) -> str:
-    t = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(ms))
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(ms))
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
@@ -174,8 +189,12 @@ class _DayClock:
         prefix = _iso(day_start_ms)[:11]
         rel = ms - day_start_ms
         return pc.binary_join_element_wise(
-            prefix, self.hms.take(pa.array(rel // 1000)), ".", self.msec.take(pa.array(rel % 1000)),
-            "Z", "",
+            prefix,
+            self.hms.take(pa.array(rel // 1000)),
+            ".",
+            self.msec.take(pa.array(rel % 1000)),
+            "Z",
+            "",
         )
 
 
@@ -196,9 +215,10 @@ def _write_csv_gz(path: Path, table: pa.Table, raw: list[tuple[int, str]], level
         if text is not None:
             buf.write((text + "\n").encode())
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw_file, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw_file, mtime=0, compresslevel=level
-    ) as gz:
+    with (
+        open(path, "wb") as raw_file,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw_file, mtime=0, compresslevel=level) as gz,
+    ):
         gz.write(buf.getvalue())
 
 
@@ -238,11 +258,16 @@ class _Shop:
         cfg, rng, n = self.cfg, self.rng, self.cfg.n_items
         size = rng.dirichlet(np.full(self.n_leaves, 5.0))
         # Every leaf gets an item first, so no category is empty when n_items allows it.
-        leaf = np.concatenate([np.arange(min(n, self.n_leaves)),
-                               rng.choice(self.n_leaves, max(n - self.n_leaves, 0), p=size)])
+        leaf = np.concatenate(
+            [
+                np.arange(min(n, self.n_leaves)),
+                rng.choice(self.n_leaves, max(n - self.n_leaves, 0), p=size),
+            ]
+        )
         self.item_leaf = rng.permutation(leaf)
         euros = self.leaf_median[self.item_leaf] * np.exp(
-            self.leaf_sigma[self.item_leaf] * rng.standard_normal(n))
+            self.leaf_sigma[self.item_leaf] * rng.standard_normal(n)
+        )
         # Shop prices end in .99 and never drop below 0.99.
         self.item_cents = np.maximum(np.round(euros), 1).astype(np.int64) * 100 - 1
         self.item_quality = rng.beta(2.0, 2.0, n)
@@ -329,7 +354,9 @@ class _Day:
         totals[self.leaf_count > 0] = leaf_total
         base = csum - w  # cumsum before each item
         base -= np.repeat(np.concatenate([[0], np.cumsum(totals)[:-1]]), self.leaf_count)
-        self.leaf_flat = leaf + (base + w) / np.repeat(np.where(totals > 0, totals, 1), self.leaf_count)
+        self.leaf_flat = leaf + (base + w) / np.repeat(
+            np.where(totals > 0, totals, 1), self.leaf_count
+        )
 
     def popular(self, n):
         idx = np.searchsorted(self.pop_cum, self.rng.random(n), "right")
@@ -370,11 +397,17 @@ class _Day:
         list_ts = (start[sess] + csum - np.repeat(csum[first], n_lists)).astype(np.int64)
         luser, lsearch = users[sess], search[sess]
         n_l = len(sess)
-        target = np.where(rng.random(n_l) < 0.85, self.user_leaf(luser), rng.integers(0, s.n_leaves, n_l))
+        target = np.where(
+            rng.random(n_l) < 0.85, self.user_leaf(luser), rng.integers(0, s.n_leaves, n_l)
+        )
         target = np.where(lsearch, target, -1)
         intent = np.where(lsearch, rng.choice(4, n_l, p=self.INTENT_P), 4)
-        qidx = np.where(lsearch, (np.maximum(target, 0) * 4 + intent % 4) * cfg.query_variants
-                        + rng.integers(0, cfg.query_variants, n_l), -1)
+        qidx = np.where(
+            lsearch,
+            (np.maximum(target, 0) * 4 + intent % 4) * cfg.query_variants
+            + rng.integers(0, cfg.query_variants, n_l),
+            -1,
+        )
 
         # Slots: search lists mix the target leaf with popular items, recommendation lists mix
         # the user's tastes with popular items; then the shop's noisy ranker orders them.
@@ -396,8 +429,12 @@ class _Day:
         np.put_along_axis(dup, o[:, 1:], sb[:, 1:] == sb[:, :-1], 1)
         valid &= ~dup
         rel = s.item_leaf[item] == target[:, None]
-        score = (1.0 * rel + 1.2 * s.item_quality[item] + 0.3 * np.log(s.item_pop[item])
-                 + 0.7 * rng.gumbel(size=(n_l, K)))
+        score = (
+            1.0 * rel
+            + 1.2 * s.item_quality[item]
+            + 0.3 * np.log(s.item_pop[item])
+            + 0.7 * rng.gumbel(size=(n_l, K))
+        )
         o = np.argsort(np.where(valid, -score, np.inf), axis=1, kind="stable")
         item, valid, rel = (np.take_along_axis(a, o, 1) for a in (item, valid, rel))
         li, pos = np.nonzero(valid)
@@ -406,7 +443,7 @@ class _Day:
 
         ileaf = s.item_leaf[item]
         affinity = s.user_pref[u, ileaf]
-        z = (np.log(s.item_cents[item] / 100) - np.log(s.leaf_median[ileaf]) - s.user_price_pref[u])
+        z = np.log(s.item_cents[item] / 100) - np.log(s.leaf_median[ileaf]) - s.user_price_pref[u]
         price_fit = np.exp(-0.5 * (z / cm.price_width) ** 2)
         p = cm.p_click(affinity, price_fit, s.item_quality[item], rel.astype(float), pos)
         clicked = rng.random(len(p)) < p
@@ -420,7 +457,11 @@ class _Day:
         v_ts = c_ts[np.searchsorted(c, v)] + rng.integers(300, 1500, len(v))
         cart_p = self.CART_P[cint] * (0.4 + 0.6 * price_fit[c]) * (0.5 + s.item_quality[item[c]])
         k = rng.random(len(c)) < cart_p
-        a, a_ts, aint = c[k], c_ts[k] + 20_000 + rng.exponential(40_000, k.sum()).astype(np.int64), cint[k]
+        a, a_ts, aint = (
+            c[k],
+            c_ts[k] + 20_000 + rng.exponential(40_000, k.sum()).astype(np.int64),
+            cint[k],
+        )
         k = rng.random(len(a)) < self.PURCHASE_P[aint]
         b, b_ts = a[k], a_ts[k] + 60_000 + rng.exponential(120_000, k.sum()).astype(np.int64)
         qty = rng.geometric(0.75, len(b))
@@ -436,7 +477,15 @@ class _Day:
             (IMPRESSION, li, item, imp_ts, pos, None, True),
             (CLICK, li[c], item[c], c_ts, pos[c], None, True),
             (VIEW, li[v], item[v], v_ts, None, None, False),
-            (CART, li[a], item[a], a_ts, None, (np.ones(len(a), np.int64), s.item_cents[item[a]]), False),
+            (
+                CART,
+                li[a],
+                item[a],
+                a_ts,
+                None,
+                (np.ones(len(a), np.int64), s.item_cents[item[a]]),
+                False,
+            ),
             (PURCHASE, li[b], item[b], b_ts, None, (qty, unit), False),
             (RETURN, li[r], item[r], r_ts, None, (r_qty, r_unit), False),
         ]
@@ -460,7 +509,7 @@ class _Day:
         ev["list_is_rec"] = ~lsearch[lst]
         n_imp = len(li)
         ev["imp_truth"] = np.full(len(lst), -1, np.int64)
-        ev["imp_truth"][len(lists): len(lists) + n_imp] = np.arange(n_imp)
+        ev["imp_truth"][len(lists) : len(lists) + n_imp] = np.arange(n_imp)
         del ev["in_list"]
         return dict(events=ev, n_sessions=n_sessions, n_lists=n_l, p_click=p, clicked=clicked)
 
@@ -478,12 +527,23 @@ class _Day:
         ts = (start[sess] + csum - np.repeat(csum[first], n)).astype(np.int64)
         m = len(sess)
         neg = np.full(m, -1, np.int64)
-        return dict(events=dict(
-            type=np.where(rng.random(m) < 0.9, CLICK, VIEW).astype(np.int8),
-            item=self.items[rng.integers(0, len(self.items), m)], ts=ts, pos=neg, qty=neg,
-            cents=neg, user=users[sess], session=sess, query=neg, list_no=neg,
-            list_is_rec=np.zeros(m, bool), imp_truth=neg,
-        ), n_sessions=n_sessions)
+        return dict(
+            events=dict(
+                type=np.where(rng.random(m) < 0.9, CLICK, VIEW).astype(np.int8),
+                item=self.items[rng.integers(0, len(self.items), m)],
+                ts=ts,
+                pos=neg,
+                qty=neg,
+                cents=neg,
+                user=users[sess],
+                session=sess,
+                query=neg,
+                list_no=neg,
+                list_is_rec=np.zeros(m, bool),
+                imp_truth=neg,
+            ),
+            n_sessions=n_sessions,
+        )
 
 
 # --------------------------------------------------------------------------- dirt
@@ -506,15 +566,22 @@ class _Dirt:
         (source row, text, event_id) and the rows to move into tomorrow's file."""
         rng = self.rng
         kinds = list(DIRTY_EVENT_KINDS)
-        w = np.array([0.0 if (k == "late_event" and last_day) else v for k, v in DIRTY_EVENT_KINDS.items()])
+        w = np.array(
+            [0.0 if (k == "late_event" and last_day) else v for k, v in DIRTY_EVENT_KINDS.items()]
+        )
         plan = np.repeat(np.arange(len(kinds)), rng.multinomial(n, w / w.sum()))
         priced = np.flatnonzero((etype == PURCHASE) | (etype == RETURN))
         # Distinct sources, so a late (moved) row is never also the original of a duplicate.
         generic = rng.permutation(np.flatnonzero(etype != SEARCH))[: len(plan)]
-        src = np.array([
-            priced[rng.integers(len(priced))] if kinds[k] in _PRICED_KINDS and len(priced) else generic[j]
-            for j, k in enumerate(plan)
-        ], dtype=np.int64)
+        src = np.array(
+            [
+                priced[rng.integers(len(priced))]
+                if kinds[k] in _PRICED_KINDS and len(priced)
+                else generic[j]
+                for j, k in enumerate(plan)
+            ],
+            dtype=np.int64,
+        )
         rows, raw, late = [], [], []
         for i, k, r in zip(src.tolist(), plan, table.take(pa.array(src, pa.int64())).to_pylist()):
             kind, column = kinds[k], None
@@ -526,7 +593,9 @@ class _Dirt:
             if kind == "malformed_price":
                 r["price"], column = self.pick(["abc", "N/A", "12.99 EUR", "twelve"]), "price"
             elif kind == "malformed_timestamp":
-                r["event_ts"] = self.pick([f"{day}T25:61:00Z", "yesterday", "N/A", f"{day[:4]}-02-30T10:00:00Z"])
+                r["event_ts"] = self.pick(
+                    [f"{day}T25:61:00Z", "yesterday", "N/A", f"{day[:4]}-02-30T10:00:00Z"]
+                )
                 column = "event_ts"
             elif kind == "unknown_event_type":
                 r["event_type"] = self.pick(["clik", "purchace", "add-to-cart", "pageview"])
@@ -555,7 +624,9 @@ class _Dirt:
                     r["price"], column = self.pick(["0.00", "-" + r["price"]]), "price"
             elif kind == "timestamp_out_of_range":
                 ts = r["event_ts"]
-                r["event_ts"] = self.pick(["2099" + ts[4:], "2009" + ts[4:], "1970-01-01T00:00:00.000Z"])
+                r["event_ts"] = self.pick(
+                    ["2099" + ts[4:], "2009" + ts[4:], "1970-01-01T00:00:00.000Z"]
+                )
                 column = "event_ts"
             elif kind == "unknown_item":
                 r["item_id"], column = f"P9{int(rng.integers(0, 10**6)):06d}", "item_id"
@@ -581,7 +652,9 @@ def simulate(config: SimConfig, out_dir: Path, progress: bool = True) -> dict:
     # day d+1 is simulated. Only the main thread draws random numbers, which keeps runs exact.
     with ThreadPoolExecutor(max_workers=1) as pool:
         jobs = _write_entities(cfg, shop, rng, out, dirty, pool)
-        summary["labelled_queries"] = _write_labelled_queries(cfg, shop, rng, out, dirty, pool, jobs)
+        summary["labelled_queries"] = _write_labelled_queries(
+            cfg, shop, rng, out, dirty, pool, jobs
+        )
         summary.update(_write_events(cfg, shop, dirt, rng, out, dirty, pool, progress))
         for j in jobs:
             j.result()
@@ -608,17 +681,24 @@ def _write_entities(cfg, shop: _Shop, rng, out: Path, dirty, pool):
     house, city = rng.integers(1, 200, n_u), rng.integers(0, 100, n_u)
     names, emails, addresses = [], [], []
     for i in range(n_u):
-        f, l = catalog.FIRST_NAMES[first[i]], catalog.LAST_NAMES[last[i]]
+        f, l = catalog.FIRST_NAMES[first[i]], catalog.LAST_NAMES[last[i]]  # noqa: E741
         names.append(f"{f} {l}")
         emails.append(f"{f}.{l}.{i + 1}@mail.example".lower().replace(" ", ""))
         code, _, cities = catalog.COUNTRIES[country[i]]
         town = cities[city[i] % len(cities)]
-        addresses.append(f"{catalog.STREETS[street[i]]} {house[i]}, {10000 + 37 * i % 89999} {town}")
-    users = pa.table({
-        "user_id": shop.user_ids, "email": emails, "full_name": names, "address": addresses,
-        "country": pa.array([catalog.COUNTRIES[c][0] for c in country]),
-        "signup_at": _iso_array(shop.user_signup_ms),
-    })
+        addresses.append(
+            f"{catalog.STREETS[street[i]]} {house[i]}, {10000 + 37 * i % 89999} {town}"
+        )
+    users = pa.table(
+        {
+            "user_id": shop.user_ids,
+            "email": emails,
+            "full_name": names,
+            "address": addresses,
+            "country": pa.array([catalog.COUNTRIES[c][0] for c in country]),
+            "signup_at": _iso_array(shop.user_signup_ms),
+        }
+    )
     # A few broken users: extra rows with new ids, so events never point at them.
     k = max(1, round(n_u * cfg.dirty_share / 4))
     extra = users.take(rng.integers(0, n_u, 2 * k)).to_pylist()
@@ -641,12 +721,16 @@ def _write_entities(cfg, shop: _Shop, rng, out: Path, dirty, pool):
     _record(dirty, "users.csv.gz", lines[n_u:], keys, kinds, columns)
     jobs = [pool.submit(_write_csv_gz, out / "users.csv.gz", table, [], cfg.gzip_level)]
 
-    items = pa.table({
-        "item_id": shop.item_ids, "title": shop.item_title,
-        "category_path": pa.array([shop.leaf_paths[x] for x in shop.item_leaf]),
-        "brand": shop.item_brand, "price": _money(shop.item_cents),
-        "listed_at": _iso_array(shop.item_listed_ms),
-    })
+    items = pa.table(
+        {
+            "item_id": shop.item_ids,
+            "title": shop.item_title,
+            "category_path": pa.array([shop.leaf_paths[x] for x in shop.item_leaf]),
+            "brand": shop.item_brand,
+            "price": _money(shop.item_cents),
+            "listed_at": _iso_array(shop.item_listed_ms),
+        }
+    )
     k = max(1, round(n_i * cfg.dirty_share / 4))
     src = rng.integers(0, n_i, 3 * k)
     extra = items.take(src).to_pylist()
@@ -684,7 +768,9 @@ def _write_labelled_queries(cfg, shop: _Shop, rng, out: Path, dirty, pool, jobs)
         q = catalog.make_query(leaf, intent, rng)
         if q not in seen:
             seen.add(q)
-            rows.append({"query": q, "intent": intent, "category": catalog.leaf_name(shop.leaf_paths[leaf])})
+            rows.append(
+                {"query": q, "intent": intent, "category": catalog.leaf_name(shop.leaf_paths[leaf])}
+            )
     k = max(1, round(len(rows) * cfg.dirty_share / 3))
     src = rng.integers(0, len(rows), 3 * k)
     kinds = [DIRTY_QUERY_KINDS[j // k] for j in range(3 * k)]
@@ -706,27 +792,34 @@ def _write_labelled_queries(cfg, shop: _Shop, rng, out: Path, dirty, pool, jobs)
     table = pa.Table.from_pylist(rows + extra, schema)
     keyv = np.concatenate([np.arange(len(rows), dtype=float), rng.random(len(extra)) * len(rows)])
     table, _, lines, _ = _place(table, keyv, [])
-    _record(dirty, "labelled_queries.csv.gz", lines[len(rows):], keys, kinds, columns)
-    jobs.append(pool.submit(_write_csv_gz, out / "labelled_queries.csv.gz", table, [], cfg.gzip_level))
+    _record(dirty, "labelled_queries.csv.gz", lines[len(rows) :], keys, kinds, columns)
+    jobs.append(
+        pool.submit(_write_csv_gz, out / "labelled_queries.csv.gz", table, [], cfg.gzip_level)
+    )
     return len(rows)
 
 
-def _events_table(shop: _Shop, ev: dict, event_no: np.ndarray, session_no, list_no, ts_text) -> pa.Table:
+def _events_table(
+    shop: _Shop, ev: dict, event_no: np.ndarray, session_no, list_no, ts_text
+) -> pa.Table:
     type_names = pa.array(EVENT_TYPES)
     list_prefix = pc.if_else(pa.array(ev["list_is_rec"]), "rec-", "srp-")
-    return pa.table({
-        "event_id": _ids("E", event_no, 10),
-        "user_id": shop.user_ids.take(pa.array(ev["user"])),
-        "session_id": _ids("S", session_no, 9),
-        "event_type": type_names.take(pa.array(ev["type"])),
-        "item_id": shop.item_ids.take(pa.array(ev["item"], mask=ev["item"] < 0)),
-        "query": shop.pool.take(pa.array(ev["query"], mask=ev["query"] < 0)),
-        "position": pa.array(ev["pos"], mask=ev["pos"] < 0),
-        "list_id": _ids(list_prefix, list_no, 9, null=list_no < 0),
-        "quantity": pa.array(ev["qty"], mask=ev["qty"] < 0),
-        "price": _money(np.maximum(ev["cents"], 0), ev["cents"] < 0),
-        "event_ts": ts_text,
-    }, schema=EVENT_SCHEMA)
+    return pa.table(
+        {
+            "event_id": _ids("E", event_no, 10),
+            "user_id": shop.user_ids.take(pa.array(ev["user"])),
+            "session_id": _ids("S", session_no, 9),
+            "event_type": type_names.take(pa.array(ev["type"])),
+            "item_id": shop.item_ids.take(pa.array(ev["item"], mask=ev["item"] < 0)),
+            "query": shop.pool.take(pa.array(ev["query"], mask=ev["query"] < 0)),
+            "position": pa.array(ev["pos"], mask=ev["pos"] < 0),
+            "list_id": _ids(list_prefix, list_no, 9, null=list_no < 0),
+            "quantity": pa.array(ev["qty"], mask=ev["qty"] < 0),
+            "price": _money(np.maximum(ev["cents"], 0), ev["cents"] < 0),
+            "event_ts": ts_text,
+        },
+        schema=EVENT_SCHEMA,
+    )
 
 
 def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, progress):
@@ -737,8 +830,9 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
     next_event = 1
     next_session = next_list = 0
     carried: list[dict] = []  # late rows waiting for tomorrow's file
-    counts = dict(events_clean=0, event_rows=0, impressions=0, clicks=0, purchases=0,
-                  bot_events=0, sessions=0)
+    counts = dict(
+        events_clean=0, event_rows=0, impressions=0, clicks=0, purchases=0, bot_events=0, sessions=0
+    )
     truth_writer = pq.ParquetWriter(
         out / "truth" / "impressions.parquet",
         pa.schema([("event_id", pa.string()), ("p_click", pa.float64()), ("clicked", pa.bool_())]),
@@ -763,16 +857,27 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
         next_event += n
         list_no = np.where(ev["list_no"] >= 0, next_list + ev["list_no"], -1)
         next_list += h["n_lists"]
-        table = _events_table(shop, ev, event_no, next_session + ev["session"], list_no,
-                              clock.format(day.t0, ev["ts"]))
+        table = _events_table(
+            shop,
+            ev,
+            event_no,
+            next_session + ev["session"],
+            list_no,
+            clock.format(day.t0, ev["ts"]),
+        )
         next_session += n_hum + n_bot
 
         imp = np.flatnonzero(ev["imp_truth"] >= 0)
         src = ev["imp_truth"][imp]
-        truth_writer.write_table(pa.table({
-            "event_id": table.column("event_id").take(pa.array(imp)),
-            "p_click": h["p_click"][src], "clicked": h["clicked"][src],
-        }))
+        truth_writer.write_table(
+            pa.table(
+                {
+                    "event_id": table.column("event_id").take(pa.array(imp)),
+                    "p_click": h["p_click"][src],
+                    "clicked": h["clicked"][src],
+                }
+            )
+        )
         counts["events_clean"] += n
         counts["impressions"] += len(imp)
         counts["clicks"] += int((ev["type"] == CLICK).sum())
@@ -781,7 +886,11 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
         counts["sessions"] += n_hum + n_bot
 
         # Dirty rows: sized so they make up dirty_share of the rows in the day's file.
-        f_late = 0 if d == cfg.days - 1 else DIRTY_EVENT_KINDS["late_event"] / sum(DIRTY_EVENT_KINDS.values())
+        f_late = (
+            0
+            if d == cfg.days - 1
+            else DIRTY_EVENT_KINDS["late_event"] / sum(DIRTY_EVENT_KINDS.values())
+        )
         n_dirty = int(round(cfg.dirty_share * n / (1 - cfg.dirty_share * (1 - f_late))))
 
         def next_id():
@@ -790,7 +899,9 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
             return f"E{next_event - 1:010d}"
 
         day_date = _iso(day.t0)[:10]
-        rows, raw, late = dirt.events(table, ev["type"], n_dirty, d == cfg.days - 1, next_id, day_date)
+        rows, raw, late = dirt.events(
+            table, ev["type"], n_dirty, d == cfg.days - 1, next_id, day_date
+        )
         keep = np.ones(n, bool)
         keep[late] = False
         moved = table.take(pa.array(late, pa.int64())).to_pylist()
@@ -810,10 +921,23 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
         table, raw_at, lines, raw_lines = _place(full, keyv, [(i + 0.75, t) for i, t, _ in raw])
         fname = f"events/{day_date}.csv.gz"
         n_keep = int(keep.sum())
-        _record(dirty, fname, lines[n_keep:], [m[0] for m in meta], [m[1] for m in meta],
-                [m[2] for m in meta])
+        _record(
+            dirty,
+            fname,
+            lines[n_keep:],
+            [m[0] for m in meta],
+            [m[1] for m in meta],
+            [m[2] for m in meta],
+        )
         raw_sorted = sorted(raw, key=lambda r: r[0] + 0.75)
-        _record(dirty, fname, raw_lines, [r[2] for r in raw_sorted], ["broken_line"] * len(raw), [None] * len(raw))
+        _record(
+            dirty,
+            fname,
+            raw_lines,
+            [r[2] for r in raw_sorted],
+            ["broken_line"] * len(raw),
+            [None] * len(raw),
+        )
         counts["event_rows"] += table.num_rows + len(raw)
         jobs.append(pool.submit(_write_csv_gz, out / fname, table, raw_at, cfg.gzip_level))
         # Keep at most two days queued: each holds a day's table in memory.
@@ -828,54 +952,107 @@ def _write_events(cfg, shop: _Shop, dirt: _Dirt, rng, out: Path, dirty, pool, pr
 def _write_truth(cfg, shop: _Shop, out: Path, dirty: list[dict]) -> None:
     truth = out / "truth"
     pref = pa.FixedSizeListArray.from_arrays(pa.array(shop.user_pref.ravel()), shop.n_leaves)
-    pq.write_table(pa.table({
-        "user_id": shop.user_ids, "is_bot": shop.is_bot, "price_pref": shop.user_price_pref,
-        "activity": shop.user_activity, "leaf_affinity": pref,
-        "top_leaf": pa.array([catalog.leaf_name(shop.leaf_paths[x]) for x in shop.user_pref.argmax(1)]),
-    }), truth / "users.parquet")
-    pq.write_table(pa.table({
-        "item_id": shop.item_ids, "leaf": shop.item_leaf,
-        "category_path": pa.array([shop.leaf_paths[x] for x in shop.item_leaf]),
-        "quality": shop.item_quality, "popularity": shop.item_pop, "price": shop.item_cents / 100,
-        "is_new": shop.item_listed_ms >= shop.start_ms,
-    }), truth / "items.parquet")
-    pq.write_table(pa.table({"query": shop.pool, "intent": shop.pool_intent,
-                             "category": [catalog.leaf_name(shop.leaf_paths[x]) for x in shop.pool_leaf]}),
-                   truth / "query_pool.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": shop.user_ids,
+                "is_bot": shop.is_bot,
+                "price_pref": shop.user_price_pref,
+                "activity": shop.user_activity,
+                "leaf_affinity": pref,
+                "top_leaf": pa.array(
+                    [catalog.leaf_name(shop.leaf_paths[x]) for x in shop.user_pref.argmax(1)]
+                ),
+            }
+        ),
+        truth / "users.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": shop.item_ids,
+                "leaf": shop.item_leaf,
+                "category_path": pa.array([shop.leaf_paths[x] for x in shop.item_leaf]),
+                "quality": shop.item_quality,
+                "popularity": shop.item_pop,
+                "price": shop.item_cents / 100,
+                "is_new": shop.item_listed_ms >= shop.start_ms,
+            }
+        ),
+        truth / "items.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "query": shop.pool,
+                "intent": shop.pool_intent,
+                "category": [catalog.leaf_name(shop.leaf_paths[x]) for x in shop.pool_leaf],
+            }
+        ),
+        truth / "query_pool.parquet",
+    )
     dirty = sorted(dirty, key=lambda r: (r["file"], r["line"]))
-    pq.write_table(pa.Table.from_pylist(dirty, pa.schema([
-        ("file", pa.string()), ("line", pa.int64()), ("key", pa.string()), ("kind", pa.string()),
-        ("column", pa.string())])), truth / "dirty.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            dirty,
+            pa.schema(
+                [
+                    ("file", pa.string()),
+                    ("line", pa.int64()),
+                    ("key", pa.string()),
+                    ("kind", pa.string()),
+                    ("column", pa.string()),
+                ]
+            ),
+        ),
+        truth / "dirty.parquet",
+    )
     cm = cfg.click_model
     conf = asdict(cfg)
     conf["start"] = cfg.start.isoformat()
     model = {
         "click_model": {
             "formula": "p = sigmoid(b0 + b_aff*affinity + b_price*price_fit + b_qual*quality"
-                       " + b_rel*relevant - b_pos*log1p(position))",
+            " + b_rel*relevant - b_pos*log1p(position))",
             "params": asdict(cm),
             "features": {
-                "affinity": "the user's Dirichlet weight of the item's leaf (truth/users.parquet leaf_affinity)",
-                "price_fit": "exp(-0.5*((ln(price) - ln(leaf median) - user price_pref)/price_width)^2)",
+                "affinity": "the user's Dirichlet weight of the item's leaf "
+                "(truth/users.parquet leaf_affinity)",
+                "price_fit": "exp(-0.5*((ln(price) - ln(leaf median) - user price_pref)"
+                "/price_width)^2)",
                 "quality": "truth/items.parquet quality, Beta(2,2)",
                 "relevant": "1 when the item's leaf is the search's target leaf, 0 on rec- lists",
                 "position": "0-based position in the list",
             },
         },
         "logging_ranker": "score = relevant + 1.2*quality + 0.3*ln(popularity) + 0.7*Gumbel; "
-                          "search lists take 70% of slots from the target leaf, rec lists 60% from "
-                          "leaves drawn from the user's affinity, the rest by popularity",
-        "funnel": {"view_p": _Day.VIEW_P, "cart_p_by_intent": dict(zip(catalog.INTENTS + ["recommendation"], _Day.CART_P.tolist())),
-                   "cart_p_factor": "(0.4 + 0.6*price_fit) * (0.5 + quality)",
-                   "purchase_p_by_intent": dict(zip(catalog.INTENTS + ["recommendation"], _Day.PURCHASE_P.tolist())),
-                   "return_p": _Day.RETURN_P, "discount_p": _Day.DISCOUNT_P},
+        "search lists take 70% of slots from the target leaf, rec lists 60% from "
+        "leaves drawn from the user's affinity, the rest by popularity",
+        "funnel": {
+            "view_p": _Day.VIEW_P,
+            "cart_p_by_intent": dict(
+                zip(catalog.INTENTS + ["recommendation"], _Day.CART_P.tolist())
+            ),
+            "cart_p_factor": "(0.4 + 0.6*price_fit) * (0.5 + quality)",
+            "purchase_p_by_intent": dict(
+                zip(catalog.INTENTS + ["recommendation"], _Day.PURCHASE_P.tolist())
+            ),
+            "return_p": _Day.RETURN_P,
+            "discount_p": _Day.DISCOUNT_P,
+        },
         "intents": catalog.INTENTS,
         "search_intent_p": dict(zip(catalog.INTENTS, _Day.INTENT_P.tolist())),
-        "category_tree": [{"path": p, "leaf": catalog.leaf_name(p), "median_price": m, "price_sigma": s}
-                          for p, _, _, m, s in catalog.LEAVES],
+        "category_tree": [
+            {"path": p, "leaf": catalog.leaf_name(p), "median_price": m, "price_sigma": s}
+            for p, _, _, m, s in catalog.LEAVES
+        ],
         "brands": catalog.BRANDS,
-        "dirty_kinds": {"events": list(DIRTY_EVENT_KINDS), "users": DIRTY_USER_KINDS,
-                        "items": DIRTY_ITEM_KINDS, "labelled_queries": DIRTY_QUERY_KINDS},
+        "dirty_kinds": {
+            "events": list(DIRTY_EVENT_KINDS),
+            "users": DIRTY_USER_KINDS,
+            "items": DIRTY_ITEM_KINDS,
+            "labelled_queries": DIRTY_QUERY_KINDS,
+        },
         "config": conf,
     }
     (truth / "model.json").write_text(json.dumps(model, indent=2, ensure_ascii=False) + "\n")
@@ -887,19 +1064,28 @@ def main(argv: list[str] | None = None) -> None:
         description="Simulate the shop: raw CSV files per docs/data-contract.md plus truth/.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--events", type=int, default=1_000_000, help="target clean events (default 1M)")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="target clean events (default 1M)"
+    )
     parser.add_argument("--users", type=int, default=None, help="users (default events/100)")
     parser.add_argument("--items", type=int, default=None, help="items (default events/500)")
     parser.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     parser.add_argument("--start", default="2026-09-01", help="first day, UTC (default 2026-09-01)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dirty-share", type=float, default=0.02, help="share of dirty event rows")
-    parser.add_argument("--bot-share", type=float, default=0.005, help="share of users that are bots")
+    parser.add_argument(
+        "--bot-share", type=float, default=0.005, help="share of users that are bots"
+    )
     args = parser.parse_args(argv)
     cfg = SimConfig(
-        seed=args.seed, events=args.events, n_users=args.users, n_items=args.items, days=args.days,
-        start=datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc),
-        dirty_share=args.dirty_share, bot_share=args.bot_share,
+        seed=args.seed,
+        events=args.events,
+        n_users=args.users,
+        n_items=args.items,
+        days=args.days,
+        start=datetime.fromisoformat(args.start).replace(tzinfo=UTC),
+        dirty_share=args.dirty_share,
+        bot_share=args.bot_share,
     )
     summary = simulate(cfg, args.out)
     print(json.dumps(summary, indent=2))

@@ -42,7 +42,9 @@ def _parse_column(raw: pd.Series, dtype: str) -> pd.Series:
     return text.mask(text == "")
 
 
-def parse_types(raw: pd.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_types(
+    raw: pd.DataFrame, model: type[pa.DataFrameModel]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cast raw (string) columns to the model's dtypes; return the typed frame and cast failures
     as rows of (index, column, reason)."""
     schema = model.to_schema()
@@ -57,10 +59,15 @@ def parse_types(raw: pd.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pd.D
             present = (raw[name].notna() & (raw[name] != "")).fillna(False)
             bad = present & parsed.isna()
             if bad.any():
-                failures.append(pd.DataFrame({
-                    "index": raw.index[bad], "column": name,
-                    "reason": f"{name}: coerce_dtype('{dtype}')",
-                }))
+                failures.append(
+                    pd.DataFrame(
+                        {
+                            "index": raw.index[bad],
+                            "column": name,
+                            "reason": f"{name}: coerce_dtype('{dtype}')",
+                        }
+                    )
+                )
         typed[name] = parsed
     columns = ["index", "column", "reason"]
     return typed, (pd.concat(failures) if failures else pd.DataFrame(columns=columns))
@@ -80,24 +87,36 @@ def validate(table: str, raw: pd.DataFrame) -> Validation:
         by_row = cases[cases["index"].notna()]
         check = by_row["check"].astype(str)
         # Cast failures are named above; Pandera repeats them as dtype failures.
-        by_row, check = by_row[~check.str.startswith(("dtype(", "coerce_dtype("))], check[~check.str.startswith(("dtype(", "coerce_dtype("))]
+        by_row, check = (
+            by_row[~check.str.startswith(("dtype(", "coerce_dtype("))],
+            check[~check.str.startswith(("dtype(", "coerce_dtype("))],
+        )
         frame_level = by_row["schema_context"].astype(str) == "DataFrameSchema"
         reason = check.where(frame_level, by_row["column"].astype(str) + ": " + check)
-        cells.append(pd.DataFrame({
-            "index": by_row["index"].to_numpy(), "column": by_row["column"].astype(str).to_numpy(),
-            "reason": reason.to_numpy(),
-        }))
+        cells.append(
+            pd.DataFrame(
+                {
+                    "index": by_row["index"].to_numpy(),
+                    "column": by_row["column"].astype(str).to_numpy(),
+                    "reason": reason.to_numpy(),
+                }
+            )
+        )
         for _, case in cases[cases["index"].isna()].iterrows():
             if not str(case["check"]).startswith("dtype("):
                 # e.g. "column_in_dataframe: session_id" or "column_in_schema: colour"
                 frame_reasons.add(f"{case['check']}: {case['failure_case']}")
-    all_cells = pd.concat([c for c in cells if len(c)]) if any(len(c) for c in cells) else cast_failures
+    all_cells = (
+        pd.concat([c for c in cells if len(c)]) if any(len(c) for c in cells) else cast_failures
+    )
     if len(all_cells):
         all_cells["index"] = all_cells["index"].astype(raw.index.dtype)
         # A cell that failed to parse is also null to Pandera; the parse failure says it all.
         cast_keys = set(zip(cast_failures["index"], cast_failures["column"]))
-        echo = [(i, c) in cast_keys and r.endswith("not_nullable")
-                for i, c, r in zip(all_cells["index"], all_cells["column"], all_cells["reason"])]
+        echo = [
+            (i, c) in cast_keys and r.endswith("not_nullable")
+            for i, c, r in zip(all_cells["index"], all_cells["column"], all_cells["reason"])
+        ]
         all_cells = all_cells[~np.asarray(echo, dtype=bool)]
         reasons = all_cells.groupby("index")["reason"].agg(lambda s: sorted(set(s)))
     else:
@@ -115,5 +134,3 @@ def validate(table: str, raw: pd.DataFrame) -> Validation:
         for r in row_reasons:
             counts[r] = counts.get(r, 0) + 1
     return Validation(valid=valid, reasons=reasons, check_counts=counts)
-
-

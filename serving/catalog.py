@@ -75,8 +75,9 @@ class Catalog:
     def n_items(self) -> int:
         return len(self.items)
 
-    def nearest(self, vector: np.ndarray, n: int, exclude: set[str] | None = None
-                ) -> list[tuple[str, float]]:
+    def nearest(
+        self, vector: np.ndarray, n: int, exclude: set[str] | None = None
+    ) -> list[tuple[str, float]]:
         """Top-n items by cosine of their stored title embedding to `vector`."""
         if len(self.emb_ids) == 0 or vector is None:
             return []
@@ -127,14 +128,20 @@ def load_catalog(settings, covisit_per_item: int = 20, max_session_items: int = 
             items = pd.read_sql_query(ITEMS_SQL, conn).set_index("item_id")
             emb = pd.read_sql_query(EMBEDDINGS_SQL, conn)
             pop = pd.read_sql_query(POPULAR_SQL, conn)
-            cov = pd.read_sql_query(COVISIT_SQL, conn, params={
-                "per_item": covisit_per_item, "max_items": max_session_items})
+            cov = pd.read_sql_query(
+                COVISIT_SQL,
+                conn,
+                params={"per_item": covisit_per_item, "max_items": max_session_items},
+            )
     finally:
         eng.dispose()
     items["popularity"] = pop.set_index("item_id")["score"].reindex(items.index).fillna(0.0)
     emb = emb[emb["item_id"].isin(items.index)]
-    matrix = (np.stack([np.asarray(v, np.float32) for v in emb["title_embedding"]])
-              if len(emb) else np.zeros((0, 384), np.float32))
+    matrix = (
+        np.stack([np.asarray(v, np.float32) for v in emb["title_embedding"]])
+        if len(emb)
+        else np.zeros((0, 384), np.float32)
+    )
     if len(matrix):
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     # Ties (no interactions at all) go to the newest rows last: stable order by item id.
@@ -143,8 +150,14 @@ def load_catalog(settings, covisit_per_item: int = 20, max_session_items: int = 
     covisit: dict[str, list[tuple[str, float]]] = {}
     for item, other, n in cov.itertuples(index=False):
         covisit.setdefault(item, []).append((other, float(n)))
-    return Catalog(items=items, emb_ids=emb["item_id"].to_numpy(dtype=object), emb=matrix,
-                   covisit=covisit, popular=ranked.index.tolist(), popular_by_category=by_cat)
+    return Catalog(
+        items=items,
+        emb_ids=emb["item_id"].to_numpy(dtype=object),
+        emb=matrix,
+        covisit=covisit,
+        popular=ranked.index.tolist(),
+        popular_by_category=by_cat,
+    )
 
 
 class CatalogCache:
@@ -171,13 +184,13 @@ class CatalogCache:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="catalog-refresh",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="catalog-refresh", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.refresh_s if self.current is not None
-                                  else min(self.refresh_s, 2.0)):
+        while not self._stop.wait(
+            self.refresh_s if self.current is not None else min(self.refresh_s, 2.0)
+        ):
             self.refresh()
 
     def stop(self) -> None:
@@ -185,7 +198,10 @@ class CatalogCache:
 
     def health(self) -> dict:
         cat = self.current
-        return {"loaded": cat is not None, "items": cat.n_items if cat else 0,
-                "embedded_items": len(cat.emb_ids) if cat else 0,
-                "age_s": round(time.time() - cat.loaded_at, 1) if cat else None,
-                "last_error": self.last_error}
+        return {
+            "loaded": cat is not None,
+            "items": cat.n_items if cat else 0,
+            "embedded_items": len(cat.emb_ids) if cat else 0,
+            "age_s": round(time.time() - cat.loaded_at, 1) if cat else None,
+            "last_error": self.last_error,
+        }

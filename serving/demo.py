@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -36,10 +36,13 @@ def _free_port() -> int:
 
 def start_server(port: int, log_path: Path) -> subprocess.Popen:
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
-    log = open(log_path, "w")
-    return subprocess.Popen([bentoml, "serve", "serving.service:Cartwise", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = open(log_path, "w")  # noqa: SIM115 (the server process writes it until stopped)
+    return subprocess.Popen(
+        [bentoml, "serve", "serving.service:Cartwise", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(client: httpx.Client, proc: subprocess.Popen | None) -> None:
@@ -48,7 +51,10 @@ def wait_ready(client: httpx.Client, proc: subprocess.Popen | None) -> None:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("the service exited while starting; see its log")
         try:
-            if client.get("/readyz").status_code == 200 and client.post("/status", json={}).json()["ready"]:
+            if (
+                client.get("/readyz").status_code == 200
+                and client.post("/status", json={}).json()["ready"]
+            ):
                 return
         except (httpx.TransportError, ValueError, KeyError):
             pass
@@ -73,8 +79,10 @@ def _print_items(title: str, answer: dict) -> None:
     flag = f"  [fallback: {answer.get('fallback_reason')}]" if answer.get("fallback") else ""
     print(f"{title}{flag}")
     for rank, item in enumerate(answer.get("items", []), 1):
-        print(f"   {rank}. {item.get('title', item.get('item_id'))[:48]:<48} "
-              f"score {item.get('score', 0):.3f}  {item.get('reason', '')}")
+        print(
+            f"   {rank}. {item.get('title', item.get('item_id'))[:48]:<48} "
+            f"score {item.get('score', 0):.3f}  {item.get('reason', '')}"
+        )
 
 
 def walk_through(client: httpx.Client, sim: Path, token: str) -> None:
@@ -85,26 +93,44 @@ def walk_through(client: httpx.Client, sim: Path, token: str) -> None:
         print(f"   {q!r:<40} -> {a['intent']} ({a['intent_p']:.2f}), category {a.get('category')}")
     print("== /search")
     for q in queries[:2]:
-        _print_items(f"   {q!r} for {users[0]}", client.post(
-            "/search", json={"query": q, "user_id": users[0], "k": 5}).json())
+        _print_items(
+            f"   {q!r} for {users[0]}",
+            client.post("/search", json={"query": q, "user_id": users[0], "k": 5}).json(),
+        )
     print("== /recommend")
     for u in users:
         _print_items(f"   for {u}", client.post("/recommend", json={"user_id": u, "k": 5}).json())
     newcomer = f"new-{uuid.uuid4().hex[:6]}"
-    _print_items(f"   for an unknown user on a '{categories[0]}' page", client.post(
-        "/recommend", json={"user_id": newcomer, "k": 5, "context": {"category": categories[0]}}).json())
+    _print_items(
+        f"   for an unknown user on a '{categories[0]}' page",
+        client.post(
+            "/recommend", json={"user_id": newcomer, "k": 5, "context": {"category": categories[0]}}
+        ).json(),
+    )
 
     print("== /events, then the same /recommend again")
     category = categories[-1]
     viewed = items[items["category_path"].str.endswith(category)].head(3)
     before = client.post("/recommend", json={"user_id": newcomer, "k": 5}).json()
-    now = datetime.now(timezone.utc).isoformat()
-    views = [{"event_id": f"demo-{uuid.uuid4().hex}", "user_id": newcomer,
-              "session_id": f"s-{newcomer}", "event_type": "view", "item_id": item_id, "event_ts": now}
-             for item_id in viewed["item_id"]]
-    answer = client.post("/events", json={"events": views},
-                         headers={"Authorization": f"Bearer {token}"})
-    print(f"   POST /events: {len(views)} views in '{category}' -> {answer.status_code} {answer.json()}")
+    now = datetime.now(UTC).isoformat()
+    views = [
+        {
+            "event_id": f"demo-{uuid.uuid4().hex}",
+            "user_id": newcomer,
+            "session_id": f"s-{newcomer}",
+            "event_type": "view",
+            "item_id": item_id,
+            "event_ts": now,
+        }
+        for item_id in viewed["item_id"]
+    ]
+    answer = client.post(
+        "/events", json={"events": views}, headers={"Authorization": f"Bearer {token}"}
+    )
+    print(
+        f"   POST /events: {len(views)} views in '{category}' -> "
+        f"{answer.status_code} {answer.json()}"
+    )
     after = client.post("/recommend", json={"user_id": newcomer, "k": 5}).json()
     _print_items(f"   for {newcomer} before (cold start: {before['cold_start']})", before)
     _print_items(f"   for {newcomer} after (cold start: {after['cold_start']})", after)
@@ -114,11 +140,16 @@ def walk_through(client: httpx.Client, sim: Path, token: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sim", type=Path, required=True, help="simulator output folder")
     parser.add_argument("--url", help="a running service; default: start one with --start")
-    parser.add_argument("--start", action="store_true", help="start the service, stop it at the end")
+    parser.add_argument(
+        "--start", action="store_true", help="start the service, stop it at the end"
+    )
     args = parser.parse_args(argv)
     if not args.url and not args.start:
         parser.error("give --url of a running service, or --start")

@@ -62,8 +62,17 @@ class Candidates:
 
 
 class Engine:
-    def __init__(self, catalog_cache, features: OnlineFeatures, ranker, intent_model,
-                 encode, pseudonymise, tuning: Tuning | None = None, ranker_tag: str = ""):
+    def __init__(
+        self,
+        catalog_cache,
+        features: OnlineFeatures,
+        ranker,
+        intent_model,
+        encode,
+        pseudonymise,
+        tuning: Tuning | None = None,
+        ranker_tag: str = "",
+    ):
         self.catalog_cache = catalog_cache
         self.features = features
         self.ranker = ranker
@@ -84,9 +93,12 @@ class Engine:
     def intent(self, query: str) -> dict:
         ip, cp = self.intent_model.predict_proba([query])
         intents, cats = self.intent_model.intents, self.intent_model.categories
-        out = {"query": query, "intent": intents[int(ip[0].argmax())],
-               "intent_p": float(ip[0].max()),
-               "probabilities": {"intent": {k: float(p) for k, p in zip(intents, ip[0])}}}
+        out = {
+            "query": query,
+            "intent": intents[int(ip[0].argmax())],
+            "intent_p": float(ip[0].max()),
+            "probabilities": {"intent": {k: float(p) for k, p in zip(intents, ip[0])}},
+        }
         if cats:
             out["category"] = cats[int(cp[0].argmax())]
             out["category_p"] = float(cp[0].max())
@@ -94,22 +106,29 @@ class Engine:
         return out
 
     # ------------------------------------------------------------------ ranking
-    def _rank(self, user: str | None, items: list[str], request_ts_s: int | None = None
-              ) -> np.ndarray:
+    def _rank(
+        self, user: str | None, items: list[str], request_ts_s: int | None = None
+    ) -> np.ndarray:
         cat = self.catalog
         cats = [cat.category_of(i) for i in items]
         feats = self.features.ranker_features(user, items, cats, request_ts_s)
         return self.ranker.predict(ranker_input(feats, self.ranker.spec))
 
-    def _item(self, item: str, score: float, p: float | None, reason: str,
-              sources: list[str]) -> dict:
+    def _item(
+        self, item: str, score: float, p: float | None, reason: str, sources: list[str]
+    ) -> dict:
         cat = self.catalog
         row = cat.items.loc[item] if item in cat.items.index else None
-        return {"item_id": item, "title": str(row["title"]) if row is not None else item,
-                "category": row["category"] if row is not None else None,
-                "price": float(row["price"]) if row is not None else None,
-                "score": round(float(score), 6), "p_click": None if p is None else
-                round(float(p), 6), "reason": reason, "sources": sources}
+        return {
+            "item_id": item,
+            "title": str(row["title"]) if row is not None else item,
+            "category": row["category"] if row is not None else None,
+            "price": float(row["price"]) if row is not None else None,
+            "score": round(float(score), 6),
+            "p_click": None if p is None else round(float(p), 6),
+            "reason": reason,
+            "sources": sources,
+        }
 
     # ------------------------------------------------------------------ search
     def search(self, query: str, user_id: str | None, k: int, n_candidates: int = 200) -> dict:
@@ -123,7 +142,7 @@ class Engine:
         for item, sim in hits:
             boost = t.category_boost * pcat_p if pcat and cat.category_of(item) == pcat else 0.0
             rel[item] = (sim + boost, sim, boost > 0)
-        if (intent["intent"] == "browse_category" and pcat and pcat_p >= t.filter_min_p):
+        if intent["intent"] == "browse_category" and pcat and pcat_p >= t.filter_min_p:
             only = {i: v for i, v in rel.items() if v[2]}
             if len(only) >= k:
                 rel = only
@@ -153,8 +172,14 @@ class Engine:
                 why += f"; predicted click {p[j]:.2f}"
             sources = ["text_similarity"] + (["intent_category"] if rel[item][2] else [])
             items.append(self._item(item, score[j], None if p is None else p[j], why, sources))
-        return {"query": query, "intent": intent, "items": items, "fallback": fallback,
-                "fallback_reason": reason_fb, "ranker": self.ranker_tag}
+        return {
+            "query": query,
+            "intent": intent,
+            "items": items,
+            "fallback": fallback,
+            "fallback_reason": reason_fb,
+            "ranker": self.ranker_tag,
+        }
 
     # ------------------------------------------------------------------ recommend
     def _context_candidates(self, cands: Candidates, context: dict | None, n: int) -> None:
@@ -162,7 +187,7 @@ class Engine:
         context = context or {}
         if context.get("query"):
             qv = self.encode([context["query"]])[0]
-            for item, sim in cat.nearest(np.asarray(qv, np.float32), self.tuning.similar_items):
+            for item, _sim in cat.nearest(np.asarray(qv, np.float32), self.tuning.similar_items):
                 cands.add(item, "context_query", f"matches your search '{context['query']}'")
             pred = self.intent(context["query"]).get("category")
             if pred:
@@ -177,8 +202,14 @@ class Engine:
         for item in self.catalog.popular[:n]:
             cands.add(item, "popular", "popular right now")
 
-    def recommend(self, user_id: str, k: int, n_candidates: int = 200,
-                  context: dict | None = None, request_ts_s: int | None = None) -> dict:
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        n_candidates: int = 200,
+        context: dict | None = None,
+        request_ts_s: int | None = None,
+    ) -> dict:
         cat = self.catalog
         t = self.tuning
         user = self.pseudonymise(user_id)
@@ -192,9 +223,9 @@ class Engine:
         # Items just viewed are what the user already saw: recommend around them, not them.
         cands = Candidates(exclude=set(recent))
         self._context_candidates(cands, context, t.per_category)
-        for rank, item in enumerate(recent[:5]):
+        for _rank, item in enumerate(recent[:5]):
             title = cat.title_of(item)
-            for other, _ in cat.covisit.get(item, [])[:t.per_recent_item]:
+            for other, _ in cat.covisit.get(item, [])[: t.per_recent_item]:
                 cands.add(other, "co_visitation", f"often viewed with '{title}'")
         if recent:
             # Text similarity reaches new items that have no co-visits or clicks yet.
@@ -202,7 +233,7 @@ class Engine:
             for item, _ in cat.nearest(v, t.similar_items):
                 cands.add(item, "similar_title", "similar to items you viewed recently")
         for c in affinity[:3]:
-            for item in cat.popular_by_category.get(c, [])[:t.per_category]:
+            for item in cat.popular_by_category.get(c, [])[: t.per_category]:
                 cands.add(item, "category_affinity", f"you often browse {c}")
         # A cold user's only signal is the context: global popularity only tops it up.
         if not (cold and len(cands) >= k):
@@ -213,13 +244,20 @@ class Engine:
         except StoreUnavailable as exc:
             return self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
         top = np.argsort(-p, kind="stable")[:k]
-        items = [self._item(order[j], p[j], p[j], cands.reasons[order[j]], cands.items[order[j]])
-                 for j in top]
-        return {"user_id": user_id, "items": items, "cold_start": cold, "fallback": False,
-                "fallback_reason": None, "ranker": self.ranker_tag}
+        items = [
+            self._item(order[j], p[j], p[j], cands.reasons[order[j]], cands.items[order[j]])
+            for j in top
+        ]
+        return {
+            "user_id": user_id,
+            "items": items,
+            "cold_start": cold,
+            "fallback": False,
+            "fallback_reason": None,
+            "ranker": self.ranker_tag,
+        }
 
-    def _fallback_recommend(self, user_id: str, k: int, context: dict | None,
-                            reason: str) -> dict:
+    def _fallback_recommend(self, user_id: str, k: int, context: dict | None, reason: str) -> dict:
         """Popular items (for the context's category when given) from memory, no Feast."""
         cat = self.catalog
         cands = Candidates()
@@ -233,8 +271,21 @@ class Engine:
         denom = max(float(pop.max()) if len(pop) else 0.0, 1.0)
         # Context items first, then global popularity: score keeps that order.
         n = len(order)
-        items = [self._item(item, (n - j) / n + pop[j] / denom / (10 * n), None,
-                            cands.reasons[item] + " (fallback)", cands.items[item])
-                 for j, item in enumerate(order)]
-        return {"user_id": user_id, "items": items, "cold_start": False, "fallback": True,
-                "fallback_reason": reason, "ranker": self.ranker_tag}
+        items = [
+            self._item(
+                item,
+                (n - j) / n + pop[j] / denom / (10 * n),
+                None,
+                cands.reasons[item] + " (fallback)",
+                cands.items[item],
+            )
+            for j, item in enumerate(order)
+        ]
+        return {
+            "user_id": user_id,
+            "items": items,
+            "cold_start": False,
+            "fallback": True,
+            "fallback_reason": reason,
+            "ranker": self.ranker_tag,
+        }

@@ -23,8 +23,19 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-EVENT_FIELDS = ["event_id", "user_id", "session_id", "event_type", "item_id", "query",
-                "position", "list_id", "quantity", "price", "event_ts"]
+EVENT_FIELDS = [
+    "event_id",
+    "user_id",
+    "session_id",
+    "event_type",
+    "item_id",
+    "query",
+    "position",
+    "list_id",
+    "quantity",
+    "price",
+    "event_ts",
+]
 
 
 class Unavailable(RuntimeError):
@@ -39,6 +50,7 @@ class EventsOutcome:
 
 def to_raw_frame(events: list[dict]) -> pd.DataFrame:
     """The request as the contract's text columns, the same shape a CSV batch arrives in."""
+
     def text(v):
         if v is None:
             return None
@@ -46,8 +58,11 @@ def to_raw_frame(events: list[dict]) -> pd.DataFrame:
             return str(v).lower()
         return str(v)
 
-    return pd.DataFrame([{f: text(e.get(f)) for f in EVENT_FIELDS} for e in events],
-                        columns=EVENT_FIELDS, dtype=object)
+    return pd.DataFrame(
+        [{f: text(e.get(f)) for f in EVENT_FIELDS} for e in events],
+        columns=EVENT_FIELDS,
+        dtype=object,
+    )
 
 
 def check_online_store(settings, timeout_s: float = 0.5) -> None:
@@ -55,8 +70,9 @@ def check_online_store(settings, timeout_s: float = 0.5) -> None:
         return  # SQLite online store (embedded demo): a local file, nothing to reach
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout_s,
-                                  socket_timeout=timeout_s)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+    )
     try:
         client.ping()
     except Exception as exc:
@@ -70,8 +86,15 @@ def _is_connection_error(exc: BaseException) -> bool:
     import sqlalchemy.exc
 
     while exc is not None:
-        if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError,
-                            sqlalchemy.exc.OperationalError, ConnectionError)):
+        if isinstance(
+            exc,
+            (
+                psycopg2.OperationalError,
+                psycopg2.InterfaceError,
+                sqlalchemy.exc.OperationalError,
+                ConnectionError,
+            ),
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -86,23 +109,38 @@ def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOu
     check_online_store(settings)
     raw = to_raw_frame(events)
     try:
-        result = ingest_frame("events", raw, settings=settings, source="api",
-                              write_files=False)
+        result = ingest_frame("events", raw, settings=settings, source="api", write_files=False)
     except Exception as exc:
         if _is_connection_error(exc):
             raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
         raise
     rejected = sorted(
-        ({"index": int(r["row_number"]), "event_id": _event_id(events, r["row_number"]),
-          "reasons": [str(x) for x in r["reasons"]]} for r in result.rejected),
-        key=lambda r: r["index"])
-    body = {"batch_id": result.batch_id, "accepted": int(result.rows_loaded),
-            "duplicates": int(result.rows_duplicate), "rejected": rejected,
-            "pushed_online": False, "detail": None}
+        (
+            {
+                "index": int(r["row_number"]),
+                "event_id": _event_id(events, r["row_number"]),
+                "reasons": [str(x) for x in r["reasons"]],
+            }
+            for r in result.rejected
+        ),
+        key=lambda r: r["index"],
+    )
+    body = {
+        "batch_id": result.batch_id,
+        "accepted": int(result.rows_loaded),
+        "duplicates": int(result.rows_duplicate),
+        "rejected": rejected,
+        "pushed_online": False,
+        "detail": None,
+    }
     if result.status == "already_loaded":
-        body.update(status="accepted", accepted=0, duplicates=int(result.rows_read),
-                    pushed_online=True,
-                    detail=f"identical request already loaded as batch {result.batch_id}")
+        body.update(
+            status="accepted",
+            accepted=0,
+            duplicates=int(result.rows_read),
+            pushed_online=True,
+            detail=f"identical request already loaded as batch {result.batch_id}",
+        )
         return EventsOutcome(200, body)
     clean = result.clean
     if clean is not None and len(clean):
@@ -110,18 +148,23 @@ def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOu
             push(store, clean, settings)
             body["pushed_online"] = True
         except Exception as exc:
-            log.warning("events of batch %s stored but not pushed online", result.batch_id,
-                        exc_info=True)
-            body["detail"] = (f"stored, not pushed online ({type(exc).__name__}); the batch "
-                              "pipeline will compute the same features")
+            log.warning(
+                "events of batch %s stored but not pushed online", result.batch_id, exc_info=True
+            )
+            body["detail"] = (
+                f"stored, not pushed online ({type(exc).__name__}); the batch "
+                "pipeline will compute the same features"
+            )
     else:
         body["pushed_online"] = True  # nothing to push
     if rejected:
-        body["status"] = "partially_rejected" if body["accepted"] or body["duplicates"] \
-            else "rejected"
+        body["status"] = (
+            "partially_rejected" if body["accepted"] or body["duplicates"] else "rejected"
+        )
         body["detail"] = body["detail"] or (
             f"{len(rejected)} invalid event(s) quarantined in batch {result.batch_id}; "
-            "the others were accepted")
+            "the others were accepted"
+        )
         return EventsOutcome(422, body)
     body["status"] = "accepted"
     return EventsOutcome(200, body)

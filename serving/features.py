@@ -62,8 +62,9 @@ class Breaker:
                 self.last_error = reason
                 self.last_failure_at = time.time()
                 self.failures += 1
-            log.warning("online store call failed (%s); fallback for %.1fs", reason,
-                        self.cooldown_s)
+            log.warning(
+                "online store call failed (%s); fallback for %.1fs", reason, self.cooldown_s
+            )
             raise StoreUnavailable(reason) from exc
         with self._lock:
             self._open_until = 0.0
@@ -78,8 +79,10 @@ class Breaker:
 def ranker_feature_service(model_metadata: dict) -> str:
     name = model_metadata.get("feature_service")
     if not name:
-        raise ValueError("ranker model has no 'feature_service' in its metadata; "
-                         "save it with training.store.save_ranker")
+        raise ValueError(
+            "ranker model has no 'feature_service' in its metadata; "
+            "save it with training.store.save_ranker"
+        )
     return str(name)
 
 
@@ -98,32 +101,43 @@ class OnlineFeatures:
             self._service = self.store.get_feature_service(self.feature_service_name)
         return self._service
 
-    def _ranker_rows(self, user_id: str, items: list[str], categories: list[str],
-                     request_ts_s: int) -> pd.DataFrame:
+    def _ranker_rows(
+        self, user_id: str, items: list[str], categories: list[str], request_ts_s: int
+    ) -> pd.DataFrame:
         # Entity rows exactly as ranker_v1 documents them: user, item, the item's leaf
         # category, and the request time the on-demand views read.
-        rows = {"user_id": [user_id] * len(items), "item_id": list(items),
-                "category": list(categories), "request_ts_s": [int(request_ts_s)] * len(items)}
-        resp = self.store.get_online_features(features=self._feature_service(),
-                                              entity_rows=rows)
+        rows = {
+            "user_id": [user_id] * len(items),
+            "item_id": list(items),
+            "category": list(categories),
+            "request_ts_s": [int(request_ts_s)] * len(items),
+        }
+        resp = self.store.get_online_features(features=self._feature_service(), entity_rows=rows)
         return pd.DataFrame(resp.to_dict())
 
-    def ranker_features(self, user_id: str | None, items: list[str], categories: list[str],
-                        request_ts_s: int | None = None) -> pd.DataFrame:
+    def ranker_features(
+        self,
+        user_id: str | None,
+        items: list[str],
+        categories: list[str],
+        request_ts_s: int | None = None,
+    ) -> pd.DataFrame:
         """One row per candidate with the feature service's features (nulls where unknown)."""
         if not items:
             return pd.DataFrame()
         ts = int(request_ts_s if request_ts_s is not None else time.time())
-        frame = self.breaker.call(self._ranker_rows, user_id or ANONYMOUS_USER, items,
-                                  categories, ts)
+        frame = self.breaker.call(
+            self._ranker_rows, user_id or ANONYMOUS_USER, items, categories, ts
+        )
         # Feast returns rows in request order; the keys make that checkable downstream.
         frame["user_id"] = user_id or ANONYMOUS_USER
         frame["item_id"] = list(items)
         return frame
 
     def _context(self, user_id: str) -> dict[str, Any]:
-        resp = self.store.get_online_features(features=list(USER_CONTEXT_FEATURES),
-                                              entity_rows=[{"user_id": user_id}])
+        resp = self.store.get_online_features(
+            features=list(USER_CONTEXT_FEATURES), entity_rows=[{"user_id": user_id}]
+        )
         return {k: v[0] for k, v in resp.to_dict().items()}
 
     def user_context(self, user_id: str) -> dict[str, Any]:
@@ -132,14 +146,25 @@ class OnlineFeatures:
         return {
             "recent_items": _split(ctx.get("last_viewed_items")),
             "recent_categories": _split(ctx.get("last_viewed_categories")),
-            "top_categories": [c for c in (ctx.get("top_category_1"), ctx.get("top_category_2"),
-                                           ctx.get("top_category_3")) if c],
+            "top_categories": [
+                c
+                for c in (
+                    ctx.get("top_category_1"),
+                    ctx.get("top_category_2"),
+                    ctx.get("top_category_3"),
+                )
+                if c
+            ],
             "session_events": ctx.get("session_events"),
         }
 
     def health(self) -> dict:
-        return {"healthy": self.breaker.healthy, "last_error": self.breaker.last_error,
-                "failures": self.breaker.failures, "feature_service": self.feature_service_name}
+        return {
+            "healthy": self.breaker.healthy,
+            "last_error": self.breaker.last_error,
+            "failures": self.breaker.failures,
+            "feature_service": self.feature_service_name,
+        }
 
 
 def _split(value) -> list[str]:

@@ -8,14 +8,14 @@ reaches quarantine with its reasons instead of bouncing off a second, different 
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_K = 100
 MAX_CANDIDATES = 500
 MAX_EVENTS = 1000
-Scalar = Optional[Union[str, int, float, bool]]
+Scalar = str | int | float | bool | None
 
 
 class _Strict(BaseModel):
@@ -30,36 +30,38 @@ class IntentResponse(BaseModel):
     query: str
     intent: str
     intent_p: float
-    category: Optional[str] = None
-    category_p: Optional[float] = None
+    category: str | None = None
+    category_p: float | None = None
     probabilities: dict[str, dict[str, float]] = Field(
-        description="{'intent': {label: p}, 'category': {label: p}}")
+        description="{'intent': {label: p}, 'category': {label: p}}"
+    )
 
 
 class ScoredItem(BaseModel):
     item_id: str
     title: str
-    category: Optional[str] = None
-    price: Optional[float] = None
+    category: str | None = None
+    price: float | None = None
     score: float = Field(description="Final ordering score (higher first).")
-    p_click: Optional[float] = Field(None, description="Ranker probability; null in fallback.")
+    p_click: float | None = Field(None, description="Ranker probability; null in fallback.")
     reason: str
     sources: list[str] = Field(description="Candidate sources that proposed the item.")
 
 
 class Context(_Strict):
-    category: Optional[str] = Field(None, max_length=128,
-                                    description="Page category the user is on.")
-    query: Optional[str] = Field(None, max_length=256, description="Current search, if any.")
+    category: str | None = Field(None, max_length=128, description="Page category the user is on.")
+    query: str | None = Field(None, max_length=256, description="Current search, if any.")
 
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=256, examples=["running shoes"])
-    user_id: Optional[str] = Field(None, min_length=1, max_length=128,
-                                   description="The shop's user id (pseudonymised here).")
+    user_id: str | None = Field(
+        None, min_length=1, max_length=128, description="The shop's user id (pseudonymised here)."
+    )
     k: int = Field(10, ge=1, le=MAX_K)
-    candidates: int = Field(200, ge=1, le=MAX_CANDIDATES,
-                            description="How many retrieved items the ranker scores.")
+    candidates: int = Field(
+        200, ge=1, le=MAX_CANDIDATES, description="How many retrieved items the ranker scores."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -67,7 +69,7 @@ class SearchResponse(BaseModel):
     intent: IntentResponse
     items: list[ScoredItem]
     fallback: bool = False
-    fallback_reason: Optional[str] = None
+    fallback_reason: str | None = None
     ranker: str
 
 
@@ -75,7 +77,7 @@ class RecommendRequest(_Strict):
     user_id: str = Field(min_length=1, max_length=128, examples=["u00001"])
     k: int = Field(10, ge=1, le=MAX_K)
     candidates: int = Field(200, ge=1, le=MAX_CANDIDATES)
-    context: Optional[Context] = None
+    context: Context | None = None
 
 
 class RecommendResponse(BaseModel):
@@ -83,7 +85,7 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     cold_start: bool = Field(description="No recent items or affinities known for the user.")
     fallback: bool = False
-    fallback_reason: Optional[str] = None
+    fallback_reason: str | None = None
     ranker: str
 
 
@@ -109,24 +111,25 @@ class EventsRequest(_Strict):
 
 class RejectedEvent(BaseModel):
     index: int = Field(description="Position of the event in the request.")
-    event_id: Optional[str] = None
+    event_id: str | None = None
     reasons: list[str]
 
 
 class EventsResponse(BaseModel):
     status: Literal["accepted", "partially_rejected", "rejected"]
-    batch_id: Optional[int] = None
+    batch_id: int | None = None
     accepted: int = Field(description="Events appended to the events table now.")
     duplicates: int = Field(0, description="Already stored (same event_id): not appended again.")
     rejected: list[RejectedEvent] = Field(
-        default_factory=list, description="Invalid events; each is in the quarantine table.")
+        default_factory=list, description="Invalid events; each is in the quarantine table."
+    )
     pushed_online: bool = Field(description="Accepted events are in the online store.")
-    detail: Optional[str] = None
+    detail: str | None = None
 
 
 class ErrorResponse(BaseModel):
     error: str
-    detail: Optional[str] = None
+    detail: str | None = None
 
 
 class StatusResponse(BaseModel):

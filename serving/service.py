@@ -23,9 +23,20 @@ import os
 import bentoml
 from starlette.responses import JSONResponse
 
-from serving.schemas import (MAX_EVENTS, Context, EventIn, EventsRequest, EventsResponse,
-                             IntentRequest, IntentResponse, RecommendRequest, RecommendResponse,
-                             SearchRequest, SearchResponse, StatusResponse)
+from serving.schemas import (
+    MAX_EVENTS,
+    Context,
+    EventIn,
+    EventsRequest,
+    EventsResponse,
+    IntentRequest,
+    IntentResponse,
+    RecommendRequest,
+    RecommendResponse,
+    SearchRequest,
+    SearchResponse,
+    StatusResponse,
+)
 
 log = logging.getLogger("cartwise.serving")
 
@@ -35,11 +46,15 @@ PROTECTED_ROUTES = ("/events",)
 
 # Declared here, created lazily by BentoML in the worker (no registry side effect at import).
 FALLBACKS = bentoml.metrics.Counter(
-    name="cartwise_fallback_responses", documentation="Responses served from fallbacks",
-    labelnames=["endpoint"])
+    name="cartwise_fallback_responses",
+    documentation="Responses served from fallbacks",
+    labelnames=["endpoint"],
+)
 EVENTS = bentoml.metrics.Counter(
-    name="cartwise_events", documentation="Events received over HTTP, by outcome",
-    labelnames=["outcome"])
+    name="cartwise_events",
+    documentation="Events received over HTTP, by outcome",
+    labelnames=["outcome"],
+)
 
 
 class Guard:
@@ -69,11 +84,18 @@ class Guard:
             auth = headers.get("authorization", b"")
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(
-                    token.strip(), self._expected_token()):
-                return await _send_json(send, 401, {
-                    "error": "unauthorized",
-                    "detail": "POST /events needs 'Authorization: Bearer <CARTWISE_EVENTS_TOKEN>'"},
-                    [(b"www-authenticate", b"Bearer")])
+                token.strip(), self._expected_token()
+            ):
+                return await _send_json(
+                    send,
+                    401,
+                    {
+                        "error": "unauthorized",
+                        "detail": "POST /events needs "
+                        "'Authorization: Bearer <CARTWISE_EVENTS_TOKEN>'",
+                    },
+                    [(b"www-authenticate", b"Bearer")],
+                )
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             return await _send_json(send, 413, _too_large(self.max_body_bytes))
@@ -104,15 +126,25 @@ class Guard:
 
 
 def _too_large(limit: int) -> dict:
-    return {"error": "request too large",
-            "detail": f"bodies are limited to {limit} bytes ({MAX_EVENTS} events per request)"}
+    return {
+        "error": "request too large",
+        "detail": f"bodies are limited to {limit} bytes ({MAX_EVENTS} events per request)",
+    }
 
 
 async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode()), *extra_headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *extra_headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -156,19 +188,32 @@ class Cartwise:
         service_name = ranker_feature_service(dict(ranker_model.info.metadata))
         self.store = get_store(self.settings)
         self.features = OnlineFeatures(
-            self.store, service_name,
-            cooldown_s=float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1")))
+            self.store,
+            service_name,
+            cooldown_s=float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1")),
+        )
         self.catalog = CatalogCache(
-            self.settings, refresh_s=float(os.environ.get("CARTWISE_SERVING_REFRESH_S", "300")))
+            self.settings, refresh_s=float(os.environ.get("CARTWISE_SERVING_REFRESH_S", "300"))
+        )
         self.catalog.refresh()  # a failure here is retried by the refresh loop
         self.catalog.start()
         key = self.settings.pseudonym_key.get_secret_value()
-        self.engine = Engine(self.catalog, self.features, self.ranker, self.intent_model,
-                             encode=embed_texts, pseudonymise=lambda u: pseudonymise(u, key),
-                             ranker_tag=self.models["ranker"])
+        self.engine = Engine(
+            self.catalog,
+            self.features,
+            self.ranker,
+            self.intent_model,
+            encode=embed_texts,
+            pseudonymise=lambda u: pseudonymise(u, key),
+            ranker_tag=self.models["ranker"],
+        )
         embed_texts(["warm up"])  # load MiniLM now, not on the first request
-        log.info("cartwise ready: %s, feature service %s, %s", self.models, service_name,
-                 self.catalog.health())
+        log.info(
+            "cartwise ready: %s, feature service %s, %s",
+            self.models,
+            service_name,
+            self.catalog.health(),
+        )
 
     def __is_ready__(self) -> bool:
         return self.catalog.current is not None
@@ -183,8 +228,9 @@ class Cartwise:
         return IntentResponse(**self.engine.intent(query))
 
     @bentoml.api(input_spec=SearchRequest)
-    def search(self, query: str, user_id: str | None = None, k: int = 10,
-               candidates: int = 200) -> SearchResponse:
+    def search(
+        self, query: str, user_id: str | None = None, k: int = 10, candidates: int = 200
+    ) -> SearchResponse:
         """Items for a query: title-embedding retrieval, intent boost, ranker re-ranking."""
         from serving.engine import NotReady
 
@@ -197,14 +243,16 @@ class Cartwise:
         return SearchResponse(**out)
 
     @bentoml.api(input_spec=RecommendRequest)
-    def recommend(self, user_id: str, k: int = 10, candidates: int = 200,
-                  context: Context | None = None) -> RecommendResponse:
+    def recommend(
+        self, user_id: str, k: int = 10, candidates: int = 200, context: Context | None = None
+    ) -> RecommendResponse:
         """Ranked recommendations from recent items, category affinity and popularity."""
         from serving.engine import NotReady
 
         try:
-            out = self.engine.recommend(user_id, k, candidates,
-                                        context.model_dump() if context else None)
+            out = self.engine.recommend(
+                user_id, k, candidates, context.model_dump() if context else None
+            )
         except NotReady as exc:
             return _error(503, "not ready", str(exc), retry_after=5)
         if out["fallback"]:
@@ -219,27 +267,33 @@ class Cartwise:
         from serving.events import Unavailable, ingest_events
 
         try:
-            outcome = ingest_events([e.model_dump() for e in events], settings=self.settings,
-                                    store=self.store)
+            outcome = ingest_events(
+                [e.model_dump() for e in events], settings=self.settings, store=self.store
+            )
         except Unavailable as exc:
             EVENTS.labels(outcome="unavailable").inc(len(events))
-            return _error(503, "unavailable", f"{exc}; nothing was stored, retry later",
-                          retry_after=5)
+            return _error(
+                503, "unavailable", f"{exc}; nothing was stored, retry later", retry_after=5
+            )
         body = outcome.body
         EVENTS.labels(outcome="accepted").inc(body["accepted"])
         EVENTS.labels(outcome="rejected").inc(len(body["rejected"]))
         if outcome.status_code != 200:
-            return JSONResponse(EventsResponse(**body).model_dump(mode="json"),
-                                status_code=outcome.status_code)
+            return JSONResponse(
+                EventsResponse(**body).model_dump(mode="json"), status_code=outcome.status_code
+            )
         return EventsResponse(**body)
 
     @bentoml.api
     def status(self) -> StatusResponse:
         """Models, feature service, online-store breaker and catalogue state."""
-        return StatusResponse(ready=self.__is_ready__(), models=self.models,
-                              feature_service=self.features.feature_service_name,
-                              online_store=self.features.health(),
-                              catalog=self.catalog.health())
+        return StatusResponse(
+            ready=self.__is_ready__(),
+            models=self.models,
+            feature_service=self.features.feature_service_name,
+            online_store=self.features.health(),
+            catalog=self.catalog.health(),
+        )
 
 
 Cartwise.add_asgi_middleware(Guard)

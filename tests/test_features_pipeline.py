@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
-import pytest
+from datetime import UTC, datetime, timedelta
 
 from features import pipeline, synthetic
 from governance.db import connect, transaction
@@ -35,14 +33,16 @@ def _dump(settings) -> dict:
 def _load(settings, seed=1, days=6.0, start=synthetic.T0, n_sessions=150, prefix="e"):
     with transaction(settings) as cur:
         catalog = synthetic.insert_catalog(cur, seed=0)
-        rows = synthetic.make_events(catalog, n_sessions, start=start, days=days, seed=seed,
-                                     prefix=prefix)
+        rows = synthetic.make_events(
+            catalog, n_sessions, start=start, days=days, seed=seed, prefix=prefix
+        )
         synthetic.insert_events(cur, rows)
     return catalog
 
 
 def test_incremental_run_equals_full_recompute(settings, database_url, template_database):
     from conftest import _drop, _url_for, make_database
+
     from governance.settings import Settings
 
     catalog = _load(settings)
@@ -50,8 +50,9 @@ def test_incremental_run_equals_full_recompute(settings, database_url, template_
     assert first.events > 0 and first.rows["user_features"] > 0
     assert pipeline.run(settings, embeddings=False).batches == []  # nothing new: no-op
     # Second batch overlaps the first in time (late events) and extends it.
-    late = synthetic.make_events(catalog, 120, start=synthetic.T0 + timedelta(days=3),
-                                 days=6, seed=7, prefix="late")
+    late = synthetic.make_events(
+        catalog, 120, start=synthetic.T0 + timedelta(days=3), days=6, seed=7, prefix="late"
+    )
     with transaction(settings) as cur:
         batch2 = synthetic.insert_events(cur, late)
     second = pipeline.run(settings, embeddings=False)
@@ -74,30 +75,96 @@ def test_incremental_run_equals_full_recompute(settings, database_url, template_
         full = _dump(fresh)
         for table in TABLES:
             diff = sorted(set(full[table]) ^ set(incremental[table]))
-            assert not diff, (table, [(r[:2], [x for x in zip(r, s) if x[0] != x[1]]) for r, s in zip(diff[::2], diff[1::2])][:3])
+            assert not diff, (
+                table,
+                [
+                    (r[:2], [x for x in zip(r, s) if x[0] != x[1]])
+                    for r, s in zip(diff[::2], diff[1::2])
+                ][:3],
+            )
     finally:
         _drop(name)
 
 
 def test_windows_and_bots(settings):
-    t = datetime(2024, 3, 1, 10, 15, tzinfo=timezone.utc)
+    t = datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
     with transaction(settings) as cur:
         synthetic.insert_catalog(cur, n_items=6, n_users=3, seed=0)
         rows = [
             ("a1", "u00000", "s1", "impression", "i00000", None, 0, "L1", None, None, t, False),
             ("a2", "u00000", "s1", "impression", "i00001", None, 1, "L1", None, None, t, False),
-            ("a3", "u00000", "s1", "click", "i00000", None, 0, "L1", None, None,
-             t + timedelta(minutes=1), False),
-            ("a4", "u00000", "s1", "purchase", "i00000", None, None, None, 2, "10.00",
-             t + timedelta(minutes=5), False),
+            (
+                "a3",
+                "u00000",
+                "s1",
+                "click",
+                "i00000",
+                None,
+                0,
+                "L1",
+                None,
+                None,
+                t + timedelta(minutes=1),
+                False,
+            ),
+            (
+                "a4",
+                "u00000",
+                "s1",
+                "purchase",
+                "i00000",
+                None,
+                None,
+                None,
+                2,
+                "10.00",
+                t + timedelta(minutes=5),
+                False,
+            ),
             # a bot's events never count, even for the same user
-            ("b1", "u00000", "s9", "click", "i00001", None, 0, "L9", None, None,
-             t + timedelta(minutes=2), True),
-            ("b2", "u00001", "s8", "click", "i00001", None, 0, "L8", None, None,
-             t + timedelta(minutes=2), True),
+            (
+                "b1",
+                "u00000",
+                "s9",
+                "click",
+                "i00001",
+                None,
+                0,
+                "L9",
+                None,
+                None,
+                t + timedelta(minutes=2),
+                True,
+            ),
+            (
+                "b2",
+                "u00001",
+                "s8",
+                "click",
+                "i00001",
+                None,
+                0,
+                "L8",
+                None,
+                None,
+                t + timedelta(minutes=2),
+                True,
+            ),
             # next day: the 1h window is empty again, 7d still counts
-            ("c1", "u00000", "s2", "impression", "i00002", None, 0, "L2", None, None,
-             t + timedelta(days=1), False),
+            (
+                "c1",
+                "u00000",
+                "s2",
+                "impression",
+                "i00002",
+                None,
+                0,
+                "L2",
+                None,
+                None,
+                t + timedelta(days=1),
+                False,
+            ),
         ]
         synthetic.insert_events(cur, rows)
     pipeline.run(settings, embeddings=False)
@@ -110,13 +177,15 @@ def test_windows_and_bots(settings):
         snaps = cur.fetchall()
         cur.execute("SELECT count(*) FROM user_features WHERE user_id = 'u00001'")
         bot_only = cur.fetchone()[0]
-        cur.execute("SELECT session_clicks, last_viewed_items FROM user_session_features "
-                    "WHERE user_id = 'u00000' ORDER BY event_timestamp")
+        cur.execute(
+            "SELECT session_clicks, last_viewed_items FROM user_session_features "
+            "WHERE user_id = 'u00000' ORDER BY event_timestamp"
+        )
         session = cur.fetchall()
     conn.close()
     assert bot_only == 0
     first, second = snaps
-    assert first[0] == datetime(2024, 3, 1, 11, tzinfo=timezone.utc)  # end of the hour
+    assert first[0] == datetime(2024, 3, 1, 11, tzinfo=UTC)  # end of the hour
     assert first[1:8] == (2, 1, 0.5, 1, 1, 20.0, 10.0)
     assert first[8] == synthetic.CATEGORIES[0]
     assert first[9] == int((t + timedelta(minutes=5)).timestamp())
@@ -126,23 +195,40 @@ def test_windows_and_bots(settings):
 
 def test_item_and_category_windows_by_hand(settings):
     """7-day and 30-day item windows and the category's 30-day totals at known snapshots."""
-    t = datetime(2024, 3, 1, 10, 15, tzinfo=timezone.utc)
+    t = datetime(2024, 3, 1, 10, 15, tzinfo=UTC)
 
     def impression(eid, item, at, clicked=False):
         rows = [(eid, "u00000", eid, "impression", item, None, 0, eid, None, None, at, False)]
         if clicked:
-            rows.append((eid + "c", "u00000", eid, "click", item, None, 0, eid, None, None,
-                         at + timedelta(minutes=1), False))
+            rows.append(
+                (
+                    eid + "c",
+                    "u00000",
+                    eid,
+                    "click",
+                    item,
+                    None,
+                    0,
+                    eid,
+                    None,
+                    None,
+                    at + timedelta(minutes=1),
+                    False,
+                )
+            )
         return rows
 
     with transaction(settings) as cur:
         synthetic.insert_catalog(cur, n_items=2 * len(synthetic.CATEGORIES), n_users=3, seed=0)
-        rows = (impression("x1", "i00000", t, clicked=True)
-                + impression("x2", "i00000", t + timedelta(days=10))
-                + impression("x3", "i00000", t + timedelta(days=35), clicked=True)
-                # same category as i00000 (categories cycle with the item number)
-                + impression("y1", f"i{len(synthetic.CATEGORIES):05d}", t + timedelta(days=10),
-                             clicked=True))
+        rows = (
+            impression("x1", "i00000", t, clicked=True)
+            + impression("x2", "i00000", t + timedelta(days=10))
+            + impression("x3", "i00000", t + timedelta(days=35), clicked=True)
+            # same category as i00000 (categories cycle with the item number)
+            + impression(
+                "y1", f"i{len(synthetic.CATEGORIES):05d}", t + timedelta(days=10), clicked=True
+            )
+        )
         synthetic.insert_events(cur, rows)
     pipeline.run(settings, embeddings=False)
     conn = connect(settings)
@@ -151,12 +237,14 @@ def test_item_and_category_windows_by_hand(settings):
                               item_impressions_30d, item_clicks_30d
                        FROM item_features WHERE item_id = 'i00000' ORDER BY 1""")
         item = cur.fetchall()
-        cur.execute("""SELECT event_timestamp, cat_impressions_30d, cat_clicks_30d
+        cur.execute(
+            """SELECT event_timestamp, cat_impressions_30d, cat_clicks_30d
                        FROM category_features WHERE category = %s ORDER BY 1""",
-                    (synthetic.CATEGORIES[0],))
+            (synthetic.CATEGORIES[0],),
+        )
         category = cur.fetchall()
     conn.close()
-    hour = datetime(2024, 3, 1, 11, tzinfo=timezone.utc)
+    hour = datetime(2024, 3, 1, 11, tzinfo=UTC)
     assert item == [
         (hour, 1, 1, 1, 1),
         (hour + timedelta(days=10), 1, 0, 2, 1),  # the first day left the 7d window only

@@ -24,8 +24,11 @@ def env(template_database, tmp_path_factory):
     from features import store as feast_store
 
     name = make_database(template_database)
-    settings = Settings(database_url=_url_for(name), redis_url=None,
-                        data_dir=tmp_path_factory.mktemp("pit") / "data")
+    settings = Settings(
+        database_url=_url_for(name),
+        redis_url=None,
+        data_dir=tmp_path_factory.mktemp("pit") / "data",
+    )
     catalog = synthetic.load(settings, n_sessions=150, days=10, n_items=40, n_users=20)
     pipeline.run(settings, embeddings=True)
     fs = feast_store.apply(settings)
@@ -59,9 +62,8 @@ def test_lateral_matches_stock_on_labels(env, service):
     fast = build_training_set(env["store"], service, method="lateral", **kw)
     assert len(stock) > 50
     assert_same(stock, fast)
-    feats = [c for c in stock.columns if c in ("ctr_7d", "item_ctr_smoothed_30d",
-                                               "searches_30d")]
-    assert feats and stock[feats].notna().any().all()   # the join found rows, not only nulls
+    feats = [c for c in stock.columns if c in ("ctr_7d", "item_ctr_smoothed_30d", "searches_30d")]
+    assert feats and stock[feats].notna().any().all()  # the join found rows, not only nulls
 
 
 def test_lateral_matches_stock_on_edge_rows(env):
@@ -78,11 +80,22 @@ def test_lateral_matches_stock_on_edge_rows(env):
     cat = env["catalog"]["category"]
     rows = []
     for (u, ts), (i, _) in zip(users, items):
-        for t in (ts, ts - timedelta(seconds=1), ts + timedelta(days=30),
-                  ts + timedelta(days=30, seconds=1), ts + timedelta(days=400)):
+        for t in (
+            ts,
+            ts - timedelta(seconds=1),
+            ts + timedelta(days=30),
+            ts + timedelta(days=30, seconds=1),
+            ts + timedelta(days=400),
+        ):
             rows.append({"user_id": u, "item_id": i, "category": cat[i], "event_timestamp": t})
-    rows.append({"user_id": "nobody", "item_id": "no-item", "category": "None",
-                 "event_timestamp": users[0][1]})
+    rows.append(
+        {
+            "user_id": "nobody",
+            "item_id": "no-item",
+            "category": "None",
+            "event_timestamp": users[0][1],
+        }
+    )
     entity_df = pd.DataFrame(rows)
     entity_df["event_id"] = [f"r{k}" for k in range(len(entity_df))]
     stock = build_training_set(env["store"], "ranker_v1", entity_df=entity_df, method="stock")
@@ -95,5 +108,4 @@ def test_lateral_matches_stock_on_edge_rows(env):
 
 def test_unknown_method_is_refused(env):
     with pytest.raises(ValueError):
-        build_training_set(env["store"], "ranker_v1", start=synthetic.T0, end=END,
-                           method="fast")
+        build_training_set(env["store"], "ranker_v1", start=synthetic.T0, end=END, method="fast")

@@ -6,7 +6,7 @@ One database for the module (Feast apply + MiniLM load are the slow parts)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -25,8 +25,11 @@ def env(template_database, tmp_path_factory):
     from features import store as feast_store
 
     name = make_database(template_database)
-    settings = Settings(database_url=_url_for(name), redis_url=None,
-                        data_dir=tmp_path_factory.mktemp("feast") / "data")
+    settings = Settings(
+        database_url=_url_for(name),
+        redis_url=None,
+        data_dir=tmp_path_factory.mktemp("feast") / "data",
+    )
     catalog = synthetic.load(settings, n_sessions=250, days=10)
     report = pipeline.run(settings, embeddings=True)
     fs = feast_store.apply(settings)
@@ -48,23 +51,42 @@ def test_training_set_point_in_time_without_leakage(env):
 
     settings, fs = env["settings"], env["store"]
     df = build_training_set(fs, "ranker_v1", start=synthetic.T0, end=END)
-    n_impressions = _sql(settings, "SELECT count(*) FROM events WHERE event_type = 'impression'"
-                                   " AND NOT is_bot")[0][0]
+    n_impressions = _sql(
+        settings, "SELECT count(*) FROM events WHERE event_type = 'impression' AND NOT is_bot"
+    )[0][0]
     assert len(df) == n_impressions
-    for col in ("event_id", "event_timestamp", "user_id", "item_id", "list_id", "position",
-                "label", "ctr_7d", "item_ctr_smoothed_30d", "uc_affinity_30d",
-                "session_clicks", "hour_of_day", "price_to_user_avg", "user_item_cosine"):
+    for col in (
+        "event_id",
+        "event_timestamp",
+        "user_id",
+        "item_id",
+        "list_id",
+        "position",
+        "label",
+        "ctr_7d",
+        "item_ctr_smoothed_30d",
+        "uc_affinity_30d",
+        "session_clicks",
+        "hour_of_day",
+        "price_to_user_avg",
+        "user_item_cosine",
+    ):
         assert col in df.columns, col
     assert 0 < df["label"].mean() < 1
 
     # No feature counts anything at or after its label: clicks_30d never exceeds the user's
     # clean clicks strictly before the impression.
-    before = pd.DataFrame(_sql(settings, """
+    before = pd.DataFrame(
+        _sql(
+            settings,
+            """
         SELECT i.event_id, count(c.event_id) FROM events i
         LEFT JOIN events c ON c.user_id = i.user_id AND c.event_type = 'click'
              AND NOT c.is_bot AND c.event_ts < i.event_ts
-        WHERE i.event_type = 'impression' AND NOT i.is_bot GROUP BY i.event_id"""),
-                          columns=["event_id", "clicks_before"])
+        WHERE i.event_type = 'impression' AND NOT i.is_bot GROUP BY i.event_id""",
+        ),
+        columns=["event_id", "clicks_before"],
+    )
     m = df.merge(before, on="event_id")
     assert (m["clicks_30d"].fillna(0) <= m["clicks_before"]).all()
 
@@ -72,8 +94,9 @@ def test_training_set_point_in_time_without_leakage(env):
     row = df[df["label"] == 1].iloc[len(df[df["label"] == 1]) // 2]
     t = pd.Timestamp(row["event_timestamp"]).to_pydatetime()
     user, item = row["user_id"], row["item_id"]
-    entity = pd.DataFrame([{"user_id": user, "item_id": item, "category": row["category"],
-                            "event_timestamp": t}])
+    entity = pd.DataFrame(
+        [{"user_id": user, "item_id": item, "category": row["category"], "event_timestamp": t}]
+    )
     copy_user = """INSERT INTO user_features SELECT user_id, %s, now(), {v}, clicks_1h,
         ctr_1h, impressions_1d, clicks_1d, ctr_1d, impressions_7d, clicks_7d, ctr_7d,
         impressions_30d, clicks_30d, ctr_30d, purchases_30d, units_30d, spend_30d,
@@ -82,9 +105,12 @@ def test_training_set_point_in_time_without_leakage(env):
         most_active_hour, active_hour_share, active_hours_count
         FROM user_features WHERE user_id = %s ORDER BY event_timestamp LIMIT 1"""
     _sql(settings, copy_user.format(v=999999), (t + timedelta(microseconds=1), user))
-    _sql(settings, """INSERT INTO user_session_features VALUES
+    _sql(
+        settings,
+        """INSERT INTO user_session_features VALUES
         ('leak', %s, %s, 'leak', 99, 99, 99, 99, 99, 'x', 'y')""",
-         (user, t + timedelta(microseconds=1)))
+        (user, t + timedelta(microseconds=1)),
+    )
     after = build_training_set(fs, "ranker_v1", entity_df=entity).iloc[0]
     assert after["impressions_1h"] != 999999 and after["session_clicks"] != 99
     _sql(settings, copy_user.format(v=888888), (t, user))
@@ -98,8 +124,12 @@ def test_training_set_point_in_time_without_leakage(env):
 
 
 def _latest_user_row(settings, user):
-    return _sql(settings, "SELECT clicks_30d, ctr_7d FROM user_features WHERE user_id = %s "
-                          "ORDER BY event_timestamp DESC LIMIT 1", (user,))[0]
+    return _sql(
+        settings,
+        "SELECT clicks_30d, ctr_7d FROM user_features WHERE user_id = %s "
+        "ORDER BY event_timestamp DESC LIMIT 1",
+        (user,),
+    )[0]
 
 
 def test_materialize_sqlite_and_consistency(env):
@@ -109,8 +139,9 @@ def test_materialize_sqlite_and_consistency(env):
     # synthetic data lives in 2024: materialize-incremental would start at now - TTL
     fs.materialize(start_date=synthetic.T0 - timedelta(days=400), end_date=END)
     user = env["catalog"]["users"][3]
-    online = fs.get_online_features(features=["user_stats:clicks_30d", "user_stats:ctr_7d"],
-                                    entity_rows=[{"user_id": user}]).to_dict()
+    online = fs.get_online_features(
+        features=["user_stats:clicks_30d", "user_stats:ctr_7d"], entity_rows=[{"user_id": user}]
+    ).to_dict()
     assert (online["clicks_30d"][0], online["ctr_7d"][0]) == _latest_user_row(settings, user)
 
     entities = sample_entities(settings, n=20)
@@ -118,14 +149,22 @@ def test_materialize_sqlite_and_consistency(env):
     assert report["compared"] > 0 and report["mismatches"] == []
     # A changed offline value is reported.
     u = entities.iloc[0]["user_id"]
-    _sql(settings, """UPDATE user_features SET ctr_30d = ctr_30d + 1 WHERE user_id = %s AND
+    _sql(
+        settings,
+        """UPDATE user_features SET ctr_30d = ctr_30d + 1 WHERE user_id = %s AND
                       event_timestamp = (SELECT max(event_timestamp) FROM user_features
-                                         WHERE user_id = %s)""", (u, u))
+                                         WHERE user_id = %s)""",
+        (u, u),
+    )
     report = check(fs, entities, at=END)
     assert {(m["user_id"], m["feature"]) for m in report["mismatches"]} == {(u, "ctr_30d")}
-    _sql(settings, """UPDATE user_features SET ctr_30d = ctr_30d - 1 WHERE user_id = %s AND
+    _sql(
+        settings,
+        """UPDATE user_features SET ctr_30d = ctr_30d - 1 WHERE user_id = %s AND
                       event_timestamp = (SELECT max(event_timestamp) FROM user_features
-                                         WHERE user_id = %s)""", (u, u))
+                                         WHERE user_id = %s)""",
+        (u, u),
+    )
 
 
 def test_materialize_redis(env, redis_url):
@@ -137,8 +176,9 @@ def test_materialize_redis(env, redis_url):
     # synthetic data lives in 2024: materialize-incremental would start at now - TTL
     fs.materialize(start_date=synthetic.T0 - timedelta(days=400), end_date=END)
     user = env["catalog"]["users"][5]
-    online = fs.get_online_features(features=["user_stats:clicks_30d", "user_stats:ctr_7d"],
-                                    entity_rows=[{"user_id": user}]).to_dict()
+    online = fs.get_online_features(
+        features=["user_stats:clicks_30d", "user_stats:ctr_7d"], entity_rows=[{"user_id": user}]
+    ).to_dict()
     assert (online["clicks_30d"][0], online["ctr_7d"][0]) == _latest_user_row(settings, user)
     feast_store.apply(env["settings"])  # back to SQLite for the other tests
 
@@ -149,22 +189,46 @@ def test_push_is_visible_within_a_second_and_never_double_counts(env):
     settings, fs = env["settings"], env["store"]
     user = env["catalog"]["users"][7]
     item = env["catalog"]["items"][4]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def event(eid, kind, ts):
-        return {"event_id": eid, "user_id": user, "session_id": "live-1", "event_type": kind,
-                "item_id": item, "event_ts": ts, "is_bot": False}
+        return {
+            "event_id": eid,
+            "user_id": user,
+            "session_id": "live-1",
+            "event_type": kind,
+            "item_id": item,
+            "event_ts": ts,
+            "is_bot": False,
+        }
 
     def online():
         return fs.get_online_features(
             features=["user_session:session_clicks", "user_session:last_viewed_items"],
-            entity_rows=[{"user_id": user}]).to_dict()
+            entity_rows=[{"user_id": user}],
+        ).to_dict()
 
     def append(e):  # the caller (ingest/serving) appends to the governed table
         with transaction(settings) as cur:
-            synthetic.insert_events(cur, [(e["event_id"], user, "live-1", e["event_type"],
-                                           item, None, None, None, None, None, e["event_ts"],
-                                           False)])
+            synthetic.insert_events(
+                cur,
+                [
+                    (
+                        e["event_id"],
+                        user,
+                        "live-1",
+                        e["event_type"],
+                        item,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        e["event_ts"],
+                        False,
+                    )
+                ],
+            )
 
     first = event("live-a", "click", now)
     append(first)
@@ -187,8 +251,15 @@ def test_push_is_visible_within_a_second_and_never_double_counts(env):
     assert got["session_clicks"] == [2]
     # The batch pipeline writes the same state offline for the same event.
     pipeline.run(settings, embeddings=False)
-    assert _sql(settings, "SELECT session_clicks FROM user_session_features WHERE user_id = %s"
-                          " ORDER BY event_timestamp DESC LIMIT 1", (user,))[0][0] == 2
+    assert (
+        _sql(
+            settings,
+            "SELECT session_clicks FROM user_session_features WHERE user_id = %s"
+            " ORDER BY event_timestamp DESC LIMIT 1",
+            (user,),
+        )[0][0]
+        == 2
+    )
 
 
 def test_title_embeddings_only_recomputed_on_change(env):
@@ -200,10 +271,15 @@ def test_title_embeddings_only_recomputed_on_change(env):
     assert dims == [(384,)]
     assert update_item_embeddings(settings) == {"embedded": 0}
     item = env["catalog"]["items"][0]
-    _sql(settings, "UPDATE items SET title = 'Brand new title', updated_at = now() "
-                   "WHERE item_id = %s", (item,))
+    _sql(
+        settings,
+        "UPDATE items SET title = 'Brand new title', updated_at = now() WHERE item_id = %s",
+        (item,),
+    )
     assert update_item_embeddings(settings) == {"embedded": 1}
-    assert _sql(settings, "SELECT count(*) FROM item_embeddings WHERE item_id = %s",
-                (item,))[0][0] == 2
+    assert (
+        _sql(settings, "SELECT count(*) FROM item_embeddings WHERE item_id = %s", (item,))[0][0]
+        == 2
+    )
     n = _sql(settings, "SELECT count(*) FROM user_embeddings")[0][0]
     assert n > 0

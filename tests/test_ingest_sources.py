@@ -36,9 +36,16 @@ def test_online_retail_sample_ingests_with_the_expected_counts(settings):
     with connect(settings) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FILTER (WHERE event_type = 'return'), count(*) FROM events")
         returns, stored = cur.fetchone()
-        cur.execute("SELECT rows_read, rows_loaded, rows_quarantined, rows_duplicate FROM ingest_batches "
-                    "WHERE table_name = 'events'")
-        assert cur.fetchone() == (events.rows_read, stored, events.rows_quarantined, events.rows_duplicate)
+        cur.execute(
+            "SELECT rows_read, rows_loaded, rows_quarantined, rows_duplicate FROM ingest_batches "
+            "WHERE table_name = 'events'"
+        )
+        assert cur.fetchone() == (
+            events.rows_read,
+            stored,
+            events.rows_quarantined,
+            events.rows_duplicate,
+        )
     cancelled = source["InvoiceNo"].str.startswith("C") & ~refused
     assert 0 < returns <= int(cancelled.sum())
 
@@ -50,9 +57,23 @@ def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
     settings = Settings(database_url=None, data_dir=tmp_path / "data")
     try:
         migrate(settings)
-        result = ingest_frame("items", pd.DataFrame([{
-            "item_id": "X1", "title": "Kettle", "category_path": "Home > Kettles", "brand": None,
-            "price": "10", "listed_at": "2026-01-01T00:00:00Z"}]), settings=settings, source="test")
+        result = ingest_frame(
+            "items",
+            pd.DataFrame(
+                [
+                    {
+                        "item_id": "X1",
+                        "title": "Kettle",
+                        "category_path": "Home > Kettles",
+                        "brand": None,
+                        "price": "10",
+                        "listed_at": "2026-01-01T00:00:00Z",
+                    }
+                ]
+            ),
+            settings=settings,
+            source="test",
+        )
         assert result.rows_loaded == 1
         with connect(settings) as conn, conn.cursor() as cur:
             cur.execute("SELECT title FROM items")

@@ -98,8 +98,16 @@ def _events_by_row(batch: RetailBatch) -> pd.DataFrame:
 def test_sample_contains_every_kind_of_dirt(raw, expected):
     assert raw["CustomerID"].isna().any()
     assert raw["Description"].isna().any()
-    for rule in ("non_product_stock_code", "stock_adjustment", "cancellation", "guest_checkout",
-                 "non_positive_price", "missing_description", "stock_code_case", "duplicate_line"):
+    for rule in (
+        "non_product_stock_code",
+        "stock_adjustment",
+        "cancellation",
+        "guest_checkout",
+        "non_positive_price",
+        "missing_description",
+        "stock_code_case",
+        "duplicate_line",
+    ):
         assert expected[rule].sum() >= 10, rule
     invoices_per_customer = raw.groupby("CustomerID")["InvoiceNo"].nunique()
     assert (invoices_per_customer >= 3).sum() >= 50
@@ -128,8 +136,16 @@ def test_frames_have_exactly_the_contract_columns_as_text(batch):
 
 @pytest.mark.parametrize(
     "rule",
-    ["non_product_stock_code", "stock_adjustment", "cancellation", "guest_checkout",
-     "non_positive_price", "missing_description", "stock_code_case", "duplicate_line"],
+    [
+        "non_product_stock_code",
+        "stock_adjustment",
+        "cancellation",
+        "guest_checkout",
+        "non_positive_price",
+        "missing_description",
+        "stock_code_case",
+        "duplicate_line",
+    ],
 )
 def test_rule_hits_match_an_independent_count(batch, expected, rule):
     assert batch.rule_hits[rule] == int(expected[rule].sum())
@@ -242,8 +258,9 @@ def test_missing_description_takes_the_codes_most_frequent_title(raw, batch, exp
 
 
 def test_item_price_is_median_positive_price_and_listed_at_first_seen(raw, batch, expected):
-    kept = raw[expected["kept"]].assign(item=lambda f: f["StockCode"].str.upper(),
-                                         p=lambda f: f["UnitPrice"].astype(float))
+    kept = raw[expected["kept"]].assign(
+        item=lambda f: f["StockCode"].str.upper(), p=lambda f: f["UnitPrice"].astype(float)
+    )
     median = kept[kept["p"] > 0].groupby("item")["p"].median()
     first = pd.to_datetime(kept["InvoiceDate"]).groupby(kept["item"]).min()
     items = batch.items.set_index("item_id")
@@ -282,8 +299,11 @@ def test_drop_duplicate_lines_refuses_the_later_copies(raw, expected):
     assert batch.rule_hits["duplicate_line"] == int(duplicates.sum())
     assert batch.rows_read == len(batch.events) + len(batch.rejected)
     assert len(batch.rejected) == int((duplicates | ~expected["kept"]).sum())
-    assert set(batch.rejected.loc[batch.rejected["reasons"].map(lambda r: "duplicate_line" in r),
-                                  "row_number"]) == set(raw.index[duplicates])
+    assert set(
+        batch.rejected.loc[
+            batch.rejected["reasons"].map(lambda r: "duplicate_line" in r), "row_number"
+        ]
+    ) == set(raw.index[duplicates])
 
 
 def _lines(rows: list[list[str]], tmp_path: Path) -> pd.DataFrame:
@@ -325,9 +345,11 @@ def test_cli_writes_the_contract_files(tmp_path, capsys, batch):
     assert main([str(SAMPLE), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "guest_checkout" in printed and "rows read" in printed
-    for name, columns, frame in (("users", USERS_COLUMNS, batch.users),
-                                 ("items", ITEMS_COLUMNS, batch.items),
-                                 ("events", EVENTS_COLUMNS, batch.events)):
+    for name, columns, frame in (
+        ("users", USERS_COLUMNS, batch.users),
+        ("items", ITEMS_COLUMNS, batch.items),
+        ("events", EVENTS_COLUMNS, batch.events),
+    ):
         written = pd.read_csv(tmp_path / f"{name}.csv.gz", dtype=str)
         assert list(written.columns) == columns
         assert len(written) == len(frame)

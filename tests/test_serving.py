@@ -9,6 +9,7 @@ The Redis test runs last: it stops that server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,15 +18,15 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg2
 import pytest
 import redis as redis_lib
-
 from conftest import TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
+
 from governance.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -49,11 +50,30 @@ class PrivateRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
-                        "--port", str(self.port), "--save", "", "--appendonly", "no",
-                        "--dir", str(self.folder), "--dbfilename", "dump.rdb",
-                        "--logfile", str(self.folder / "redis.log"),
-                        "--pidfile", str(self.folder / "redis.pid")], check=True)
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--dbfilename",
+                "dump.rdb",
+                "--logfile",
+                str(self.folder / "redis.log"),
+                "--pidfile",
+                str(self.folder / "redis.pid"),
+            ],
+            check=True,
+        )
         for _ in range(50):
             try:
                 if redis_lib.Redis(port=self.port).ping():
@@ -64,10 +84,9 @@ class PrivateRedis:
 
     def stop(self) -> None:
         """SHUTDOWN SAVE: the features survive the restart, as a persistent Redis would."""
-        try:
+        # The server closes the connection as it exits.
+        with contextlib.suppress(redis_lib.ConnectionError):
             redis_lib.Redis(port=self.port).shutdown(save=True)
-        except redis_lib.ConnectionError:
-            pass  # the server closes the connection as it exits
         for _ in range(50):
             try:
                 redis_lib.Redis(port=self.port, socket_connect_timeout=0.2).ping()
@@ -93,9 +112,13 @@ def world(template_database, private_redis, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serving")
     db = make_database(template_database)
-    settings = Settings(database_url=_url_for(db), redis_url=private_redis.url,
-                        data_dir=root / "data", pseudonym_key=TEST_PSEUDONYM_KEY,
-                        events_token=TOKEN)
+    settings = Settings(
+        database_url=_url_for(db),
+        redis_url=private_redis.url,
+        data_dir=root / "data",
+        pseudonym_key=TEST_PSEUDONYM_KEY,
+        events_token=TOKEN,
+    )
     old_home = os.environ.get("BENTOML_HOME")
     os.environ["BENTOML_HOME"] = str(root / "bentoml")
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -113,17 +136,31 @@ def world(template_database, private_redis, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(world):
     s, port = world["settings"], free_port()
-    env = {**os.environ, "DATABASE_URL": s.database_url, "REDIS_URL": s.redis_url,
-           "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY, "CARTWISE_EVENTS_TOKEN": TOKEN,
-           "CARTWISE_DATA_DIR": str(s.data_dir), "BENTOML_HOME": world["bentoml_home"],
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CARTWISE_SERVING_COOLDOWN_S": "0.5", "CARTWISE_SERVING_REFRESH_S": "2",
-           "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
-    log = open(world["root"] / "serve.log", "w")
-    proc = subprocess.Popen([BENTOML, "serve", "serving.service:Cartwise", "--port", str(port),
-                             "--host", "127.0.0.1"], cwd=Path(__file__).parent.parent,
-                            env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": s.database_url,
+        "REDIS_URL": s.redis_url,
+        "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+        "CARTWISE_EVENTS_TOKEN": TOKEN,
+        "CARTWISE_DATA_DIR": str(s.data_dir),
+        "BENTOML_HOME": world["bentoml_home"],
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CARTWISE_SERVING_COOLDOWN_S": "0.5",
+        "CARTWISE_SERVING_REFRESH_S": "2",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "OMP_NUM_THREADS": "1",
+    }
+    log = open(world["root"] / "serve.log", "w")  # noqa: SIM115 (the server writes it)
+    proc = subprocess.Popen(
+        [BENTOML, "serve", "serving.service:Cartwise", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=30)
     deadline = time.time() + 120
@@ -133,8 +170,10 @@ def server(world):
             assert time.time() < deadline, "server not ready in 120 s"
             try:
                 # /readyz answers once the worker's __init__ ran and the catalogue loaded.
-                if client.get("/readyz").status_code == 200 and \
-                        client.post("/status", json={}).json()["ready"]:
+                if (
+                    client.get("/readyz").status_code == 200
+                    and client.post("/status", json={}).json()["ready"]
+                ):
                     break
             except (httpx.TransportError, ValueError, KeyError):
                 pass
@@ -151,13 +190,19 @@ def server(world):
 
 
 def now_iso(delta_s: float = 0) -> str:
-    return (datetime.now(timezone.utc) - timedelta(seconds=1 - delta_s)).isoformat()
+    return (datetime.now(UTC) - timedelta(seconds=1 - delta_s)).isoformat()
 
 
 def view(user: str, item: str, **kw) -> dict:
-    return {"event_id": f"api-{uuid.uuid4().hex[:12]}", "user_id": user,
-            "session_id": f"s-{user}", "event_type": "view", "item_id": item,
-            "event_ts": now_iso(), **kw}
+    return {
+        "event_id": f"api-{uuid.uuid4().hex[:12]}",
+        "user_id": user,
+        "session_id": f"s-{user}",
+        "event_type": "view",
+        "item_id": item,
+        "event_ts": now_iso(),
+        **kw,
+    }
 
 
 def count(settings, sql: str, *args):
@@ -181,6 +226,7 @@ def check_items(body: dict, k: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- endpoints
+
 
 def test_health_openapi_and_metrics(server):
     assert server.get("/livez").status_code == 200
@@ -211,8 +257,9 @@ def test_search_retrieves_by_text_and_ranks(server):
     assert body["intent"]["category"] == "Headphones" and not body["fallback"]
     items = check_items(body, 5)
     assert sum(i["category"] == "Headphones" for i in items) >= 4
-    assert all(i["p_click"] is not None and "matches 'wireless headphones'" in i["reason"]
-               for i in items)
+    assert all(
+        i["p_click"] is not None and "matches 'wireless headphones'" in i["reason"] for i in items
+    )
     anon = server.post("/search", json={"query": "espresso beans", "k": 3})
     assert anon.status_code == 200 and check_items(anon.json(), 3)
 
@@ -229,8 +276,10 @@ def test_recommend_for_a_known_user(server):
 
 
 def test_cold_start_gets_popular_items_for_its_context(server):
-    r = server.post("/recommend", json={"user_id": f"new-{uuid.uuid4().hex[:6]}", "k": 5,
-                                        "context": {"category": "Coffee"}})
+    r = server.post(
+        "/recommend",
+        json={"user_id": f"new-{uuid.uuid4().hex[:6]}", "k": 5, "context": {"category": "Coffee"}},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["cold_start"] and not body["fallback"]
@@ -279,10 +328,11 @@ def test_malformed_oversized_and_unauthorised_requests(server):
 def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world):
     s = world["settings"]
     good = [view("mixed-user", "i00004"), view("mixed-user", "i00010", event_type="click")]
-    bad = [{**view("mixed-user", "i00005"), "event_type": "teleport"},
-           {**view("mixed-user", "nope"), "event_ts": "yesterday-ish"}]
-    r = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]},
-                    headers=AUTH)
+    bad = [
+        {**view("mixed-user", "i00005"), "event_type": "teleport"},
+        {**view("mixed-user", "nope"), "event_ts": "yesterday-ish"},
+    ]
+    r = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]}, headers=AUTH)
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["status"] == "partially_rejected" and body["accepted"] == 2
@@ -290,14 +340,19 @@ def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world)
     assert all(x["reasons"] for x in body["rejected"])
     assert body["rejected"][0]["event_id"] == bad[0]["event_id"]
     assert any("event_type" in reason for reason in body["rejected"][0]["reasons"])
-    assert count(s, "SELECT count(*) FROM events WHERE event_id = ANY(%s)",
-                 [g["event_id"] for g in good]) == 2
+    assert (
+        count(
+            s, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", [g["event_id"] for g in good]
+        )
+        == 2
+    )
     assert count(s, "SELECT count(*) FROM quarantine WHERE batch_id = %s", body["batch_id"]) == 2
     # Raw shop ids never reach the table.
     assert count(s, "SELECT count(*) FROM events WHERE user_id = 'mixed-user'") == 0
     # Resending the same request changes nothing.
-    again = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]},
-                        headers=AUTH)
+    again = server.post(
+        "/events", json={"events": [good[0], bad[0], good[1], bad[1]]}, headers=AUTH
+    )
     assert again.status_code == 200 and again.json()["accepted"] == 0
 
 
@@ -308,8 +363,14 @@ def test_an_event_changes_the_next_recommendation(server):
     r = server.post("/events", json={"events": [view(user, "i00007")]}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json() | {"batch_id": None} == {
-        "status": "accepted", "batch_id": None, "accepted": 1, "duplicates": 0, "rejected": [],
-        "pushed_online": True, "detail": None}
+        "status": "accepted",
+        "batch_id": None,
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+        "pushed_online": True,
+        "detail": None,
+    }
     after = server.post("/recommend", json={"user_id": user, "k": 10}).json()
     assert not after["cold_start"] and not after["fallback"]
     ids = [i["item_id"] for i in after["items"]]
@@ -341,12 +402,14 @@ def test_a_new_item_is_reachable_through_its_title(server, world):
 
 # ------------------------------------------------------------------ degradation (runs last)
 
+
 def test_redis_down_fallbacks_then_recovery(server, world, private_redis):
     s = world["settings"]
     private_redis.stop()
     try:
-        r = server.post("/recommend", json={"user_id": "u00001", "k": 5,
-                                            "context": {"category": "Jackets"}})
+        r = server.post(
+            "/recommend", json={"user_id": "u00001", "k": 5, "context": {"category": "Jackets"}}
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["fallback"] and "online store unavailable" in body["fallback_reason"]
@@ -376,15 +439,20 @@ def test_redis_down_fallbacks_then_recovery(server, world, private_redis):
 
 # ------------------------------------------------------------------ in-process, no server
 
+
 def test_events_are_refused_not_dropped_when_postgres_is_unreachable():
     from serving.events import Unavailable, ingest_events
 
-    down = Settings(database_url="postgresql://postgres@127.0.0.1:1/none", redis_url=None,
-                    pseudonym_key=TEST_PSEUDONYM_KEY)
+    down = Settings(
+        database_url="postgresql://postgres@127.0.0.1:1/none",
+        redis_url=None,
+        pseudonym_key=TEST_PSEUDONYM_KEY,
+    )
     pushed = []
     with pytest.raises(Unavailable, match="database unreachable"):
-        ingest_events([view("u1", "i00001")], settings=down, store=None,
-                      push=lambda *a: pushed.append(a))
+        ingest_events(
+            [view("u1", "i00001")], settings=down, store=None, push=lambda *a: pushed.append(a)
+        )
     assert not pushed
 
 

@@ -6,7 +6,7 @@ import csv
 import gzip
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from governance import catalog
 from governance.simulate import EVENT_COLUMNS, EVENT_TYPES, SimConfig, main, simulate
 
 TINY = dict(events=20_000, n_users=300, n_items=200, days=2)
-START = datetime(2026, 9, 1, tzinfo=timezone.utc)
-END = datetime(2026, 9, 3, tzinfo=timezone.utc)
-OPENED = datetime(2010, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 9, 1, tzinfo=UTC)
+END = datetime(2026, 9, 3, tzinfo=UTC)
+OPENED = datetime(2010, 1, 1, tzinfo=UTC)
 CONTRACT = {
     "users.csv.gz": ["user_id", "email", "full_name", "address", "country", "signup_at"],
     "items.csv.gz": ["item_id", "title", "category_path", "brand", "price", "listed_at"],
@@ -61,8 +61,11 @@ def clean(sim: Path, dirty: pd.DataFrame, name: str) -> pd.DataFrame:
         bad = set(dirty.loc[(dirty.file == rel) & (dirty.kind != "late_event"), "line"])
         text = lines(f)
         kept = [text[0]] + [t for n, t in enumerate(text[1:], start=2) if n not in bad]
-        frames.append(pd.read_csv(io.StringIO("\n".join(kept)), dtype=str, keep_default_na=False,
-                                  na_values=[""]))
+        frames.append(
+            pd.read_csv(
+                io.StringIO("\n".join(kept)), dtype=str, keep_default_na=False, na_values=[""]
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -101,7 +104,14 @@ def test_every_contract_column_is_present(sim):
         assert lines(d)[0].replace('"', "").split(",") == EVENT_COLUMNS
     model = json.loads((sim / "truth" / "model.json").read_text())
     assert model["intents"] == ["buy_product", "browse_category", "compare_prices", "product_info"]
-    assert set(model["click_model"]["params"]) >= {"b0", "b_aff", "b_price", "b_qual", "b_rel", "b_pos"}
+    assert set(model["click_model"]["params"]) >= {
+        "b0",
+        "b_aff",
+        "b_price",
+        "b_qual",
+        "b_rel",
+        "b_pos",
+    }
 
 
 def test_clean_rows_obey_the_contract(sim, dirty, events):
@@ -137,7 +147,11 @@ def test_clean_rows_obey_the_contract(sim, dirty, events):
     assert imp.list_id.notna().all() and (imp.position.astype(int) >= 0).all()
     assert imp.list_id.str.match(r"(srp|rec)-").all()
     money = ev[ev.event_type.isin(["purchase", "return"])]
-    assert len(money) and (money.quantity.astype(int) > 0).all() and (money.price.astype(float) > 0).all()
+    assert (
+        len(money)
+        and (money.quantity.astype(int) > 0).all()
+        and (money.price.astype(float) > 0).all()
+    )
 
 
 def test_empirical_ctr_matches_the_click_model(sim, events, bots):
@@ -211,9 +225,18 @@ def test_dirty_rows_match_truth_and_the_configured_share(sim, dirty, events):
     assert dirty.groupby(["file", "line"]).size().max() == 1
     ev_dirty = dirty[dirty.file.str.startswith("events/")]
     assert set(ev_dirty.kind) == {
-        "malformed_price", "malformed_timestamp", "unknown_event_type", "missing_required",
-        "broken_line", "exact_duplicate", "near_duplicate", "late_event", "nonpositive_price",
-        "zero_quantity", "timestamp_out_of_range", "unknown_item",
+        "malformed_price",
+        "malformed_timestamp",
+        "unknown_event_type",
+        "missing_required",
+        "broken_line",
+        "exact_duplicate",
+        "near_duplicate",
+        "late_event",
+        "nonpositive_price",
+        "zero_quantity",
+        "timestamp_out_of_range",
+        "unknown_item",
     }
     total = 0
     for f in sorted((sim / "events").glob("*.csv.gz")):
@@ -231,8 +254,11 @@ def test_dirty_rows_match_truth_and_the_configured_share(sim, dirty, events):
             if d.kind == "exact_duplicate":
                 assert text.count(line) >= 2
             if d.kind == "near_duplicate":
-                twin = events[(events.user_id == fields[1]) & (events.item_id == fields[4])
-                              & (events.event_type == fields[3])]
+                twin = events[
+                    (events.user_id == fields[1])
+                    & (events.item_id == fields[4])
+                    & (events.event_type == fields[3])
+                ]
                 gap = (twin.ts - pd.Timestamp(parse_ts(fields[10]))).abs()
                 assert (gap <= pd.Timedelta(seconds=1)).any(), d
     share = len(ev_dirty) / total
@@ -259,18 +285,41 @@ def test_dirty_rows_match_truth_and_the_configured_share(sim, dirty, events):
     queries = rows("labelled_queries.csv.gz")
     for d in dirty[dirty.file == "labelled_queries.csv.gz"].itertuples():
         r = dict(zip(CONTRACT["labelled_queries.csv.gz"], queries[d.line - 1]))
-        assert {"empty_query": r["query"] == "", "missing_intent": r["intent"] == "",
-                "unknown_category": r["category"] not in LEAVES}[d.kind]
+        assert {
+            "empty_query": r["query"] == "",
+            "missing_intent": r["intent"] == "",
+            "unknown_category": r["category"] not in LEAVES,
+        }[d.kind]
     assert set(dirty.kind) >= {
-        "missing_user_id", "future_signup", "price_outlier", "empty_title", "empty_query",
-        "missing_intent", "unknown_category"}
+        "missing_user_id",
+        "future_signup",
+        "price_outlier",
+        "empty_title",
+        "empty_query",
+        "missing_intent",
+        "unknown_category",
+    }
 
 
 def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0 and "--dirty-share" in capsys.readouterr().out
-    main(["--out", str(tmp_path), "--events", "3000", "--users", "100", "--items", "100",
-          "--days", "1", "--seed", "3"])
+    main(
+        [
+            "--out",
+            str(tmp_path),
+            "--events",
+            "3000",
+            "--users",
+            "100",
+            "--items",
+            "100",
+            "--days",
+            "1",
+            "--seed",
+            "3",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["users"] == 100 and (tmp_path / "events" / "2026-09-01.csv.gz").exists()

@@ -29,8 +29,7 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     sim = tmp_path / "sim"
-    simulate(SimConfig(seed=5, events=6_000, days=3, n_users=150, n_items=120), sim,
-             progress=False)
+    simulate(SimConfig(seed=5, events=6_000, days=3, n_users=150, n_items=120), sim, progress=False)
     ingest_simulation(sim, settings=settings, progress=False)
     pipeline.run(settings, embeddings=False)
     feast_store.apply(settings)
@@ -42,9 +41,17 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
     assert 0 < frame["label"].mean() < 1
 
     truth = pd.read_parquet(sim / "truth" / "impressions.parquet")
-    args = RankerTrainArgs(out_dir=str(tmp_path / "runs"), buckets=1024, emb_dim=8,
-                           cross_layers=2, deep="32", batch_size=64, epochs=3,
-                           tensorboard=False, save_model=True)
+    args = RankerTrainArgs(
+        out_dir=str(tmp_path / "runs"),
+        buckets=1024,
+        emb_dim=8,
+        cross_layers=2,
+        deep="32",
+        batch_size=64,
+        epochs=3,
+        tensorboard=False,
+        save_model=True,
+    )
     res = train(args, frame=frame, feature_names=names, truth=truth, lineage=lineage)
 
     spec = res["spec"]
@@ -59,8 +66,14 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
     meta = info(res["tag"])
     assert meta["metadata"]["feature_service"] == "ranker_v1"
     assert meta["labels"]["feature_service"] == "ranker_v1"
-    sim_batches = {r[0] for r in _sql(settings, "SELECT batch_id FROM ingest_batches WHERE "
-                                                "source = 'simulator' AND table_name = 'events'")}
+    sim_batches = {
+        r[0]
+        for r in _sql(
+            settings,
+            "SELECT batch_id FROM ingest_batches WHERE "
+            "source = 'simulator' AND table_name = 'events'",
+        )
+    }
     batch_ids = set(meta["metadata"]["batch_ids"])
     # Three simulated days: the impressions of every daily events batch are in the frame.
     assert batch_ids and batch_ids <= sim_batches and len(batch_ids) == len(sim_batches)
@@ -76,12 +89,16 @@ def test_retail_purchases_from_db_excludes_returns(settings, tmp_path):
     from governance.ingest import ingest_online_retail
     from training.retail import RetailArgs, purchases_from_db, run
 
-    ingest_online_retail(Path(__file__).parent / "data" / "online_retail_sample.csv.gz",
-                         settings=settings)
+    ingest_online_retail(
+        Path(__file__).parent / "data" / "online_retail_sample.csv.gz", settings=settings
+    )
     p = purchases_from_db(settings)
-    n_purchases, n_returns = _sql(settings, """
+    n_purchases, n_returns = _sql(
+        settings,
+        """
         SELECT count(*) FILTER (WHERE event_type = 'purchase'),
-               count(*) FILTER (WHERE event_type = 'return') FROM events""")[0]
+               count(*) FILTER (WHERE event_type = 'return') FROM events""",
+    )[0]
     assert len(p) == n_purchases > 0 and n_returns > 0
     assert purchases_from_db(settings, source="simulator").empty
     res = run(p, RetailArgs(out_dir=str(tmp_path)))

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     out = tmp_path_factory.mktemp("intent")
-    args = IntentTrainArgs(out_dir=str(out), max_len=16, batch_size=16, epochs=1, max_steps=4,
-                           eval_every=2, seed=0)
+    args = IntentTrainArgs(
+        out_dir=str(out), max_len=16, batch_size=16, epochs=1, max_steps=4, eval_every=2, seed=0
+    )
     return train(args, data=intent_queries(240))
 
 
@@ -72,11 +73,21 @@ def test_store_round_trip_predicts_identically(trained, kind, tmp_path, monkeypa
 
 def test_cli_with_csv_of_another_taxonomy(tmp_path):
     df = intent_queries(150).rename(columns={"intent": "label"})
-    df["label"] = df["label"].map({"buy_product": "purchase", "browse_category": "explore",
-                                   "support": "help"})
+    df["label"] = df["label"].map(
+        {"buy_product": "purchase", "browse_category": "explore", "support": "help"}
+    )
     df[["query", "label", "category"]].to_csv(tmp_path / "shop.csv", index=False)
-    res = main(["--csv", str(tmp_path / "shop.csv"), "--out-dir", str(tmp_path),
-                "--candidates", "tfidf_lr", "--no-tensorboard"])
+    res = main(
+        [
+            "--csv",
+            str(tmp_path / "shop.csv"),
+            "--out-dir",
+            str(tmp_path),
+            "--candidates",
+            "tfidf_lr",
+            "--no-tensorboard",
+        ]
+    )
     assert res["predictor"].intents == ["explore", "help", "purchase"]
 
 
@@ -85,12 +96,17 @@ def test_labels_from_database(settings):
 
     df = intent_queries(60)
     with transaction(settings) as cur:
-        cur.execute("INSERT INTO ingest_batches (source, table_name, checksum) "
-                    "VALUES ('test', 'labelled_queries', 'x') RETURNING batch_id")
+        cur.execute(
+            "INSERT INTO ingest_batches (source, table_name, checksum) "
+            "VALUES ('test', 'labelled_queries', 'x') RETURNING batch_id"
+        )
         batch = cur.fetchone()[0]
         for r in df.itertuples():
-            cur.execute("INSERT INTO labelled_queries (query, intent, category, batch_id) "
-                        "VALUES (%s, %s, %s, %s)", (r.query, r.intent, r.category, batch))
+            cur.execute(
+                "INSERT INTO labelled_queries (query, intent, category, batch_id) "
+                "VALUES (%s, %s, %s, %s)",
+                (r.query, r.intent, r.category, batch),
+            )
     got = load_labelled(settings)
     assert len(got) == len(df) and set(got["batch_id"]) == {batch}
 
@@ -100,11 +116,20 @@ def test_weak_labels_only_reach_training_split(tmp_path):
 
     data = intent_queries(150)
     held_query = data["query"].iloc[0]
-    weak = pd.DataFrame({"query": ["buy nova sofa now", held_query], "intent": ["buy_product"] * 2,
-                         "category": ["sofas"] * 2, "rule": ["buy_after_search"] * 2,
-                         "source": ["weak"] * 2})
-    res = train(IntentTrainArgs(out_dir=str(tmp_path), candidates=("tfidf_lr",),
-                                tensorboard=False), data=data, weak=weak)
+    weak = pd.DataFrame(
+        {
+            "query": ["buy nova sofa now", held_query],
+            "intent": ["buy_product"] * 2,
+            "category": ["sofas"] * 2,
+            "rule": ["buy_after_search"] * 2,
+            "source": ["weak"] * 2,
+        }
+    )
+    res = train(
+        IntentTrainArgs(out_dir=str(tmp_path), candidates=("tfidf_lr",), tensorboard=False),
+        data=data,
+        weak=weak,
+    )
     rows = res["lineage"]["rows"]
     # The weak row for a query that landed in validation/test is dropped, not trained on.
     assert rows["weak_in_train"] in (1, 2)

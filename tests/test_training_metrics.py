@@ -42,9 +42,11 @@ def test_classification_metrics_match_sklearn():
     pred = np.where(rng.random(300) < 0.6, y, rng.choice(labels, 300))
     assert m.accuracy(y, pred) == pytest.approx(skm.accuracy_score(y, pred))
     assert m.macro_f1(y, pred, labels) == pytest.approx(
-        skm.f1_score(y, pred, labels=labels, average="macro"))
-    np.testing.assert_array_equal(m.confusion(y, pred, labels),
-                                  skm.confusion_matrix(y, pred, labels=labels))
+        skm.f1_score(y, pred, labels=labels, average="macro")
+    )
+    np.testing.assert_array_equal(
+        m.confusion(y, pred, labels), skm.confusion_matrix(y, pred, labels=labels)
+    )
 
 
 def test_ndcg_matches_sklearn_and_recall_by_hand():
@@ -57,12 +59,18 @@ def test_ndcg_matches_sklearn_and_recall_by_hand():
         assert m.ndcg_at_k(rel, s, 10) == pytest.approx(skm.ndcg_score([rel], [s], k=10))
         top = set(np.argsort(-s)[:5])
         assert m.recall_at_k(rel, s, 5) == pytest.approx(
-            sum(1 for i in top if rel[i] > 0) / (rel > 0).sum())
+            sum(1 for i in top if rel[i] > 0) / (rel > 0).sum()
+        )
 
 
 def test_per_list_skips_lists_without_positives():
-    frame = pd.DataFrame({"list_id": ["a"] * 3 + ["b"] * 3, "label": [1, 0, 0, 0, 0, 0],
-                          "score": [0.1, 0.9, 0.5, 0.3, 0.2, 0.1]})
+    frame = pd.DataFrame(
+        {
+            "list_id": ["a"] * 3 + ["b"] * 3,
+            "label": [1, 0, 0, 0, 0, 0],
+            "score": [0.1, 0.9, 0.5, 0.3, 0.2, 0.1],
+        }
+    )
     out = m.per_list(frame, "score", k_ndcg=10, k_recall=2)
     assert out["lists_evaluated"] == 1
     assert out["recall@2"] == 0.0

@@ -12,8 +12,16 @@ from training.ranker import RankerTrainArgs, time_split, train
 from training.ranker_model import FeatureSpec, hash_ids
 from training.synthetic import ranker_frame
 
-TINY = dict(buckets=512, emb_dim=8, cross_layers=2, deep="32", batch_size=64, epochs=4,
-            patience=2, tensorboard=False)
+TINY = dict(
+    buckets=512,
+    emb_dim=8,
+    cross_layers=2,
+    deep="32",
+    batch_size=64,
+    epochs=4,
+    patience=2,
+    tensorboard=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +83,31 @@ def test_two_process_ddp_on_cpu(frame, tmp_path):
     path = tmp_path / "frame.parquet"
     frame.to_parquet(path)
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.ranker", "--frame", str(path), "--out-dir", str(tmp_path / "runs"),
-           "--buckets", "512", "--emb-dim", "8", "--deep", "32", "--batch-size", "64",
-           "--epochs", "2", "--no-tensorboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.ranker",
+        "--frame",
+        str(path),
+        "--out-dir",
+        str(tmp_path / "runs"),
+        "--buckets",
+        "512",
+        "--emb-dim",
+        "8",
+        "--deep",
+        "32",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+        "--no-tensorboard",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = list((tmp_path / "runs").glob("ranker-*/report.json"))

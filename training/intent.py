@@ -25,10 +25,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from training.common import (autocast, minilm_path, pick_device, run_dir, seed_everything,
-                             tb_writer)
-from training.intent_model import (IGNORE, IntentLoss, IntentNet, IntentPredictor, embed,
-                                   load_encoder, tokenize)
+from training.common import autocast, minilm_path, pick_device, run_dir, seed_everything, tb_writer
+from training.intent_model import (
+    IGNORE,
+    IntentLoss,
+    IntentNet,
+    IntentPredictor,
+    embed,
+    load_encoder,
+    tokenize,
+)
 from training.metrics import classification_metrics
 from training.report import plot_confusion, write_report
 
@@ -49,20 +55,21 @@ class IntentTrainArgs:
     warmup_frac: float = 0.1
     label_smoothing: float = 0.1
     category_weight: float = 1.0
-    patience: int = 2            # evaluations without improvement before stopping
-    eval_every: int = 0          # steps between validations; 0 = once per epoch
-    max_steps: int = 0           # 0 = no cap (tests use a handful)
+    patience: int = 2  # evaluations without improvement before stopping
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    max_steps: int = 0  # 0 = no cap (tests use a handful)
     grad_clip: float = 1.0
     val_frac: float = 0.15
     test_frac: float = 0.15
     seed: int = 0
     device: str = "auto"
     tensorboard: bool = True
-    save_model: bool = False     # put the winner in the BentoML model store
+    save_model: bool = False  # put the winner in the BentoML model store
     candidates: tuple[str, ...] = field(default=("tfidf_lr", "embed_lr", "finetune", "ensemble"))
 
 
 # ---------------------------------------------------------------- data
+
 
 def load_labelled(settings) -> pd.DataFrame:
     from governance.db import engine
@@ -70,7 +77,9 @@ def load_labelled(settings) -> pd.DataFrame:
     with engine(settings).connect() as conn:
         return pd.read_sql_query(
             "SELECT query, intent, category, source, batch_id FROM labelled_queries "
-            "ORDER BY query_id", conn)
+            "ORDER BY query_id",
+            conn,
+        )
 
 
 def load_csv(path: str | Path) -> pd.DataFrame:
@@ -92,9 +101,13 @@ def split_queries(df: pd.DataFrame, val_frac: float, test_frac: float, seed: int
     strat = firsts["intent"] if firsts["intent"].value_counts().min() >= 3 else None
     rest, test = train_test_split(firsts, test_size=test_frac, random_state=seed, stratify=strat)
     strat2 = rest["intent"] if strat is not None else None
-    train, val = train_test_split(rest, test_size=val_frac / (1 - test_frac), random_state=seed,
-                                  stratify=strat2)
-    pick = lambda part: df[df["query"].isin(set(part["query"]))].reset_index(drop=True)
+    train, val = train_test_split(
+        rest, test_size=val_frac / (1 - test_frac), random_state=seed, stratify=strat2
+    )
+
+    def pick(part):
+        return df[df["query"].isin(set(part["query"]))].reset_index(drop=True)
+
     return pick(train), pick(val), pick(test)
 
 
@@ -108,24 +121,33 @@ def encode_labels(df: pd.DataFrame, intents: list[str], categories: list[str]):
 
 # ---------------------------------------------------------------- candidates
 
+
 def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     def model():
-        lr = LogisticRegression(max_iter=2000, C=10.0 if kind == "tfidf_lr" else 1.0,
-                                random_state=seed)
+        lr = LogisticRegression(
+            max_iter=2000, C=10.0 if kind == "tfidf_lr" else 1.0, random_state=seed
+        )
         if kind == "tfidf_lr":
-            return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
-                                                 analyzer="char_wb", min_df=1), lr)
+            return make_pipeline(
+                TfidfVectorizer(
+                    ngram_range=(1, 2), sublinear_tf=True, analyzer="char_wb", min_df=1
+                ),
+                lr,
+            )
         return lr
 
     out = {"intent": model().fit(x_train, y_i)}
     has_cat = y_c != IGNORE
     if len(np.unique(y_c[has_cat])) >= 2:
-        sub = [x for x, keep in zip(x_train, has_cat) if keep] if kind == "tfidf_lr" \
+        sub = (
+            [x for x, keep in zip(x_train, has_cat) if keep]
+            if kind == "tfidf_lr"
             else x_train[has_cat]
+        )
         out["category"] = model().fit(sub, y_c[has_cat])
     return out
 
@@ -133,21 +155,38 @@ def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int) -> dict:
 def score(pred: IntentPredictor, df: pd.DataFrame) -> dict:
     ip, cp = pred.predict_proba(df["query"].tolist())
     y_i, y_c = encode_labels(df, pred.intents, pred.categories)
-    res = {"intent": classification_metrics(
-        [pred.intents[i] if i >= 0 else "?" for i in y_i],
-        [pred.intents[i] for i in ip.argmax(1)], pred.intents)}
+    res = {
+        "intent": classification_metrics(
+            [pred.intents[i] if i >= 0 else "?" for i in y_i],
+            [pred.intents[i] for i in ip.argmax(1)],
+            pred.intents,
+        )
+    }
     keep = y_c != IGNORE
     if pred.categories and keep.any():
         res["category"] = classification_metrics(
             [pred.categories[i] for i in y_c[keep]],
-            [pred.categories[i] for i in cp[keep].argmax(1)], pred.categories)
-    parts = [res["intent"]["macro_f1"]] + ([res["category"]["macro_f1"]] if "category" in res else [])
+            [pred.categories[i] for i in cp[keep].argmax(1)],
+            pred.categories,
+        )
+    parts = [res["intent"]["macro_f1"]] + (
+        [res["category"]["macro_f1"]] if "category" in res else []
+    )
     res["selection_score"] = float(np.mean(parts))
     return res
 
 
-def finetune(args: IntentTrainArgs, lr: float, train: pd.DataFrame, val: pd.DataFrame,
-             intents, categories, device, writer, tag: str):
+def finetune(
+    args: IntentTrainArgs,
+    lr: float,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    intents,
+    categories,
+    device,
+    writer,
+    tag: str,
+):
     """One fine-tune at one learning rate; returns (net, tokenizer, best val score, history)."""
     gen = seed_everything(args.seed)
     encoder, tokenizer = load_encoder(minilm_path())
@@ -161,24 +200,35 @@ def finetune(args: IntentTrainArgs, lr: float, train: pd.DataFrame, val: pd.Data
         total = min(total, args.max_steps)
     decay = [p for n, p in net.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in net.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     warm = max(1, int(args.warmup_frac * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    )
     eval_every = args.eval_every or steps_per_epoch
     best, best_state, bad, history, step = -1.0, None, 0, [], 0
     bar = tqdm(total=total, desc=f"intent {tag}", leave=False)
     while step < total and bad < args.patience:
         order = torch.randperm(len(texts), generator=gen).tolist()
         for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
-            batch = {k: v.to(device) for k, v in
-                     tokenize(tokenizer, [texts[i] for i in idx], args.max_len).items()}
+            idx = order[start : start + args.batch_size]
+            batch = {
+                k: v.to(device)
+                for k, v in tokenize(tokenizer, [texts[i] for i in idx], args.max_len).items()
+            }
             net.train()
             with autocast(device):
-                loss, _, _ = loss_fn(**batch, intent=torch.as_tensor(y_i[idx], device=device),
-                                     category=torch.as_tensor(y_c[idx], device=device))
+                loss, _, _ = loss_fn(
+                    **batch,
+                    intent=torch.as_tensor(y_i[idx], device=device),
+                    category=torch.as_tensor(y_c[idx], device=device),
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
@@ -190,10 +240,17 @@ def finetune(args: IntentTrainArgs, lr: float, train: pd.DataFrame, val: pd.Data
             if writer:
                 writer.add_scalar(f"{tag}/train_loss", loss.item(), step)
             if step % eval_every == 0 or step == total:
-                val_score = score(IntentPredictor("finetune", intents, categories, args.max_len,
-                                                  net, tokenizer), val)["selection_score"]
-                history.append({"step": step, "val_selection_score": val_score,
-                                "train_loss": float(loss.item())})
+                val_score = score(
+                    IntentPredictor("finetune", intents, categories, args.max_len, net, tokenizer),
+                    val,
+                )["selection_score"]
+                history.append(
+                    {
+                        "step": step,
+                        "val_selection_score": val_score,
+                        "train_loss": float(loss.item()),
+                    }
+                )
                 if writer:
                     writer.add_scalar(f"{tag}/val_selection_score", val_score, step)
                 if val_score > best:
@@ -209,8 +266,12 @@ def finetune(args: IntentTrainArgs, lr: float, train: pd.DataFrame, val: pd.Data
     return net, tokenizer, best, history
 
 
-def train(args: IntentTrainArgs, data: pd.DataFrame | None = None, settings=None,
-          weak: pd.DataFrame | None = None) -> dict:
+def train(
+    args: IntentTrainArgs,
+    data: pd.DataFrame | None = None,
+    settings=None,
+    weak: pd.DataFrame | None = None,
+) -> dict:
     """Train every candidate, ship the validation winner, write the run report."""
     t0 = time.time()
     if data is None:
@@ -230,8 +291,7 @@ def train(args: IntentTrainArgs, data: pd.DataFrame | None = None, settings=None
         held = set(val_df["query"]) | set(test_df["query"])
         train_df = pd.concat([train_df, weak[~weak["query"].isin(held)]], ignore_index=True)
     intents = sorted(data["intent"].unique().tolist())
-    categories = sorted(set(data["category"].dropna()) |
-                        set(train_df["category"].dropna()))
+    categories = sorted(set(data["category"].dropna()) | set(train_df["category"].dropna()))
     train_df = train_df[train_df["intent"].isin(intents)].reset_index(drop=True)
     y_i, y_c = encode_labels(train_df, intents, categories)
     texts = train_df["query"].tolist()
@@ -240,82 +300,145 @@ def train(args: IntentTrainArgs, data: pd.DataFrame | None = None, settings=None
     timings, tuning = {}, []
     if "tfidf_lr" in args.candidates or "ensemble" in args.candidates:
         s = time.time()
-        preds["tfidf_lr"] = IntentPredictor("tfidf_lr", intents, categories, args.max_len,
-                                            sklearn=fit_sklearn(texts, y_i, y_c, "tfidf_lr",
-                                                                args.seed))
+        preds["tfidf_lr"] = IntentPredictor(
+            "tfidf_lr",
+            intents,
+            categories,
+            args.max_len,
+            sklearn=fit_sklearn(texts, y_i, y_c, "tfidf_lr", args.seed),
+        )
         timings["tfidf_lr"] = time.time() - s
     if "embed_lr" in args.candidates:
         s = time.time()
         enc, tok = load_encoder(minilm_path())
         x = embed(enc, tok, texts, args.max_len)
-        preds["embed_lr"] = IntentPredictor("embed_lr", intents, categories, args.max_len,
-                                            net=IntentNet(enc, len(intents), len(categories)),
-                                            tokenizer=tok,
-                                            sklearn=fit_sklearn(x, y_i, y_c, "embed_lr", args.seed))
+        preds["embed_lr"] = IntentPredictor(
+            "embed_lr",
+            intents,
+            categories,
+            args.max_len,
+            net=IntentNet(enc, len(intents), len(categories)),
+            tokenizer=tok,
+            sklearn=fit_sklearn(x, y_i, y_c, "embed_lr", args.seed),
+        )
         timings["embed_lr"] = time.time() - s
     if "finetune" in args.candidates or "ensemble" in args.candidates:
         s = time.time()
         best = None
         for lr in args.lr_grid:
-            net, tok, val_score, hist = finetune(args, lr, train_df, val_df, intents, categories,
-                                                 device, writer, tag=f"lr{lr:g}")
+            net, tok, val_score, hist = finetune(
+                args, lr, train_df, val_df, intents, categories, device, writer, tag=f"lr{lr:g}"
+            )
             tuning.append({"lr": lr, "best_val_selection_score": val_score, "history": hist})
             if best is None or val_score > best[2]:
                 best = (net, tok, val_score, lr)
         net = best[0].to("cpu")
-        preds["finetune"] = IntentPredictor("finetune", intents, categories, args.max_len,
-                                            net, best[1])
+        preds["finetune"] = IntentPredictor(
+            "finetune", intents, categories, args.max_len, net, best[1]
+        )
         timings["finetune"] = time.time() - s
         if "ensemble" in args.candidates:
-            preds["ensemble"] = IntentPredictor("ensemble", intents, categories, args.max_len,
-                                                net, best[1], preds["tfidf_lr"].sklearn, 0.5)
+            preds["ensemble"] = IntentPredictor(
+                "ensemble",
+                intents,
+                categories,
+                args.max_len,
+                net,
+                best[1],
+                preds["tfidf_lr"].sklearn,
+                0.5,
+            )
     preds = {k: v for k, v in preds.items() if k in args.candidates}
 
     val_scores = {k: score(p, val_df) for k, p in preds.items()}
     winner = max(val_scores, key=lambda k: val_scores[k]["selection_score"])
     test_scores = {k: score(p, test_df) for k, p in preds.items()}
     shipped = preds[winner]
-    plot_confusion(folder / "confusion_intent.png", test_scores[winner]["intent"]["confusion"],
-                   intents, f"intent ({winner}), test")
+    plot_confusion(
+        folder / "confusion_intent.png",
+        test_scores[winner]["intent"]["confusion"],
+        intents,
+        f"intent ({winner}), test",
+    )
     if "category" in test_scores[winner] and len(categories) <= 40:
-        plot_confusion(folder / "confusion_category.png",
-                       test_scores[winner]["category"]["confusion"], categories,
-                       f"category ({winner}), test")
-    lineage = {"sources": sorted(data["source"].dropna().astype(str).unique().tolist())
-               if "source" in data else [],
-               "batch_ids": sorted(int(b) for b in data["batch_id"].dropna().unique())
-               if "batch_id" in data else [],
-               "rows": {"train": len(train_df), "val": len(val_df), "test": len(test_df),
-                        "weak_in_train": int((train_df.get("source") == "weak").sum())}}
-    body = {"args": args, "winner": winner, "feature_service": FEATURE_SERVICE,
-            "intents": intents, "categories": categories, "validation": val_scores,
-            "test": test_scores, "tuning": tuning, "fit_seconds": timings, "lineage": lineage,
-            "device": str(device), "wall_seconds": time.time() - t0}
+        plot_confusion(
+            folder / "confusion_category.png",
+            test_scores[winner]["category"]["confusion"],
+            categories,
+            f"category ({winner}), test",
+        )
+    lineage = {
+        "sources": sorted(data["source"].dropna().astype(str).unique().tolist())
+        if "source" in data
+        else [],
+        "batch_ids": sorted(int(b) for b in data["batch_id"].dropna().unique())
+        if "batch_id" in data
+        else [],
+        "rows": {
+            "train": len(train_df),
+            "val": len(val_df),
+            "test": len(test_df),
+            "weak_in_train": int((train_df.get("source") == "weak").sum()),
+        },
+    }
+    body = {
+        "args": args,
+        "winner": winner,
+        "feature_service": FEATURE_SERVICE,
+        "intents": intents,
+        "categories": categories,
+        "validation": val_scores,
+        "test": test_scores,
+        "tuning": tuning,
+        "fit_seconds": timings,
+        "lineage": lineage,
+        "device": str(device),
+        "wall_seconds": time.time() - t0,
+    }
     report = write_report(folder, "intent", body)
     if writer:
         writer.close()
-    result = {"predictor": shipped, "winner": winner, "folder": folder, "report": report,
-              "validation": val_scores, "test": test_scores, "lineage": lineage,
-              "candidates": preds}
+    result = {
+        "predictor": shipped,
+        "winner": winner,
+        "folder": folder,
+        "report": report,
+        "validation": val_scores,
+        "test": test_scores,
+        "lineage": lineage,
+        "candidates": preds,
+    }
     if args.save_model:
         from training.store import save_intent
 
-        result["tag"] = save_intent(shipped, metrics={"validation": val_scores[winner],
-                                                      "test": test_scores[winner]},
-                                    lineage=lineage)
+        result["tag"] = save_intent(
+            shipped,
+            metrics={"validation": val_scores[winner], "test": test_scores[winner]},
+            lineage=lineage,
+        )
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.intent", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.intent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for f in dataclasses.fields(IntentTrainArgs):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool",) or isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         elif f.name in ("lr_grid", "candidates"):
-            p.add_argument(flag, default=",".join(map(str, f.default if f.default is not
-                                                      dataclasses.MISSING else f.default_factory())))
+            p.add_argument(
+                flag,
+                default=",".join(
+                    map(
+                        str,
+                        f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+                    )
+                ),
+            )
         else:
             typ = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(flag, type=typ, default=f.default)
@@ -332,9 +455,11 @@ def main(argv: list[str] | None = None) -> dict:
     res = train(args, settings=None if args.csv else get_settings())
     print(f"winner: {res['winner']}  report: {res['report']}")
     for k, v in res["validation"].items():
-        print(f"  {k:9s} val score {v['selection_score']:.4f}  "
-              f"test intent acc {res['test'][k]['intent']['accuracy']:.4f} "
-              f"macro-F1 {res['test'][k]['intent']['macro_f1']:.4f}")
+        print(
+            f"  {k:9s} val score {v['selection_score']:.4f}  "
+            f"test intent acc {res['test'][k]['intent']['accuracy']:.4f} "
+            f"macro-F1 {res['test'][k]['intent']['macro_f1']:.4f}"
+        )
     return res
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class IntentNet(nn.Module):
-    def __init__(self, encoder: nn.Module, n_intents: int, n_categories: int,
-                 dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, n_intents: int, n_categories: int, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
         width = encoder.config.hidden_size
@@ -61,8 +60,11 @@ class IntentLoss(nn.Module):
         loss = F.cross_entropy(intent_logits.float(), intent, label_smoothing=self.label_smoothing)
         if (category != IGNORE).any():
             loss = loss + self.category_weight * F.cross_entropy(
-                cat_logits.float(), category, ignore_index=IGNORE,
-                label_smoothing=self.label_smoothing)
+                cat_logits.float(),
+                category,
+                ignore_index=IGNORE,
+                label_smoothing=self.label_smoothing,
+            )
         return loss, intent_logits, cat_logits
 
 
@@ -73,33 +75,43 @@ def load_encoder(path: str | Path):
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_len: int) -> dict[str, torch.Tensor]:
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
-                    return_tensors="pt")
+    enc = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 32,
-          batch_size: int = 128) -> np.ndarray:
+def embed(
+    encoder: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 32, batch_size: int = 128
+) -> np.ndarray:
     """Frozen mean-pooled sentence embeddings (the embedding-LR baseline's input)."""
     encoder.eval()
     out = []
     for i in range(0, len(texts), batch_size):
-        batch = tokenize(tokenizer, texts[i:i + batch_size], max_len)
+        batch = tokenize(tokenizer, texts[i : i + batch_size], max_len)
         hidden = encoder(**batch).last_hidden_state
         out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.config.hidden_size), np.float32)
 
 
 @torch.no_grad()
-def net_proba(net: IntentNet, tokenizer, texts: Sequence[str], max_len: int,
-              batch_size: int = 128, device: torch.device | None = None):
+def net_proba(
+    net: IntentNet,
+    tokenizer,
+    texts: Sequence[str],
+    max_len: int,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+):
     device = device or next(net.parameters()).device
     net.eval()
     ip, cp = [], []
     for i in range(0, len(texts), batch_size):
-        batch = {k: v.to(device) for k, v in tokenize(tokenizer, texts[i:i + batch_size],
-                                                      max_len).items()}
+        batch = {
+            k: v.to(device)
+            for k, v in tokenize(tokenizer, texts[i : i + batch_size], max_len).items()
+        }
         a, b = net(**batch)
         ip.append(a.float().softmax(-1).cpu().numpy())
         cp.append(b.float().softmax(-1).cpu().numpy())
@@ -109,9 +121,17 @@ def net_proba(net: IntentNet, tokenizer, texts: Sequence[str], max_len: int,
 class IntentPredictor:
     """What the intent job ships. kind: finetune | tfidf_lr | embed_lr | ensemble."""
 
-    def __init__(self, kind: str, intents: list[str], categories: list[str], max_len: int,
-                 net: IntentNet | None = None, tokenizer=None, sklearn: dict | None = None,
-                 ensemble_weight: float = 0.5):
+    def __init__(
+        self,
+        kind: str,
+        intents: list[str],
+        categories: list[str],
+        max_len: int,
+        net: IntentNet | None = None,
+        tokenizer=None,
+        sklearn: dict | None = None,
+        ensemble_weight: float = 0.5,
+    ):
         self.kind = kind
         self.intents = intents
         self.categories = categories
@@ -139,8 +159,10 @@ class IntentPredictor:
         nc = max(len(self.categories), 1)
         if self.kind == "finetune":
             return net_proba(self.net, self.tokenizer, texts, self.max_len)
-        sk = (self._sk_proba("intent", texts, len(self.intents)),
-              self._sk_proba("category", texts, nc))
+        sk = (
+            self._sk_proba("intent", texts, len(self.intents)),
+            self._sk_proba("category", texts, nc),
+        )
         if self.kind in ("tfidf_lr", "embed_lr"):
             return sk
         nn_i, nn_c = net_proba(self.net, self.tokenizer, texts, self.max_len)
@@ -161,23 +183,32 @@ class IntentPredictor:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "intents": self.intents, "categories": self.categories,
-                "max_len": self.max_len, "ensemble_weight": self.ensemble_weight,
-                "has_net": self.net is not None}
+        meta = {
+            "kind": self.kind,
+            "intents": self.intents,
+            "categories": self.categories,
+            "max_len": self.max_len,
+            "ensemble_weight": self.ensemble_weight,
+            "has_net": self.net is not None,
+        }
         (folder / "predictor.json").write_text(json.dumps(meta, indent=2))
         if self.net is not None:
             self.net.encoder.save_pretrained(folder / "encoder")
             self.tokenizer.save_pretrained(folder / "encoder")
-            torch.save({"intent_head": self.net.intent_head.state_dict(),
-                        "category_head": self.net.category_head.state_dict()},
-                       folder / "heads.pt")
+            torch.save(
+                {
+                    "intent_head": self.net.intent_head.state_dict(),
+                    "category_head": self.net.category_head.state_dict(),
+                },
+                folder / "heads.pt",
+            )
         if self.sklearn:
             with open(folder / "sklearn.pkl", "wb") as fh:
                 pickle.dump(self.sklearn, fh)
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "IntentPredictor":
+    def load(cls, folder: str | Path) -> IntentPredictor:
         folder = Path(folder)
         meta = json.loads((folder / "predictor.json").read_text())
         net = tokenizer = None
@@ -192,5 +223,13 @@ class IntentPredictor:
         if (folder / "sklearn.pkl").exists():
             with open(folder / "sklearn.pkl", "rb") as fh:
                 sk = pickle.load(fh)  # our own artefact, written by save() above
-        return cls(meta["kind"], meta["intents"], meta["categories"], meta["max_len"], net,
-                   tokenizer, sk, meta["ensemble_weight"])
+        return cls(
+            meta["kind"],
+            meta["intents"],
+            meta["categories"],
+            meta["max_len"],
+            net,
+            tokenizer,
+            sk,
+            meta["ensemble_weight"],
+        )

@@ -6,7 +6,7 @@ are averaged per request list, because a ranker is judged on how it orders one p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,8 +101,14 @@ def recall_at_k(relevance: Sequence, score: Sequence, k: int = 20) -> float:
     return float(rel[order].sum() / rel.sum())
 
 
-def per_list(frame: pd.DataFrame, score_col: str, label_col: str = "label",
-             list_col: str = "list_id", k_ndcg: int = 10, k_recall: int = 20) -> dict[str, float]:
+def per_list(
+    frame: pd.DataFrame,
+    score_col: str,
+    label_col: str = "label",
+    list_col: str = "list_id",
+    k_ndcg: int = 10,
+    k_recall: int = 20,
+) -> dict[str, float]:
     """Mean NDCG@k and Recall@k over lists with at least one positive (others say nothing)."""
     ndcgs, recalls = [], []
     for _, group in frame.groupby(list_col, sort=False):
@@ -120,10 +126,17 @@ def per_list(frame: pd.DataFrame, score_col: str, label_col: str = "label",
 
 
 def ctr_metrics(y_true: Sequence, prob: Sequence) -> dict[str, float]:
-    return {"auc": roc_auc(y_true, prob), "logloss": logloss(y_true, prob),
-            "pr_auc": pr_auc(y_true, prob)}
+    return {
+        "auc": roc_auc(y_true, prob),
+        "logloss": logloss(y_true, prob),
+        "pr_auc": pr_auc(y_true, prob),
+    }
 
 
 def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence) -> dict:
-    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred, labels),
-            "confusion": confusion(y_true, y_pred, labels).tolist(), "labels": list(labels)}
+    return {
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, labels),
+        "confusion": confusion(y_true, y_pred, labels).tolist(),
+        "labels": list(labels),
+    }

@@ -47,18 +47,18 @@ MODEL_NAME = "cartwise-ranker"
 
 @dataclass
 class RankerTrainArgs:
-    frame: str | None = None          # parquet with the training frame
-    feast: str | None = None          # or: Feast repo path ("" = feature_repo/), FEATURE_SERVICE
+    frame: str | None = None  # parquet with the training frame
+    feast: str | None = None  # or: Feast repo path ("" = feature_repo/), FEATURE_SERVICE
     feature_service: str = FEATURE_SERVICE
-    start: str | None = None          # label window for --feast (ISO; default: all impressions)
+    start: str | None = None  # label window for --feast (ISO; default: all impressions)
     end: str | None = None
-    list_sample: float = 1.0          # --feast: share of request lists kept (hash of list_id)
+    list_sample: float = 1.0  # --feast: share of request lists kept (hash of list_id)
     # Absolute epoch seconds: under a time split every test value lies beyond the training
     # range, so the net would extrapolate on them; their useful part (recency, item age) is
     # already in seconds_since_last_activity and item_age_days.
     exclude: str = "last_event_ts_s,item_listed_at_s"
     position_bias: bool = False
-    truth: str | None = None          # simulator's impressions.parquet (event_id, p_click)
+    truth: str | None = None  # simulator's impressions.parquet (event_id, p_click)
     out_dir: str = "runs"
     buckets: int = 2**15
     emb_dim: int = 16
@@ -81,6 +81,7 @@ class RankerTrainArgs:
 
 # ---------------------------------------------------------------- data
 
+
 def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[first, last] clean impression time, end made exclusive by one microsecond."""
     from governance.db import connect
@@ -88,8 +89,10 @@ def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT min(event_ts), max(event_ts) FROM events "
-                        "WHERE event_type = 'impression' AND NOT is_bot")
+            cur.execute(
+                "SELECT min(event_ts), max(event_ts) FROM events "
+                "WHERE event_type = 'impression' AND NOT is_bot"
+            )
             lo, hi = cur.fetchone()
     finally:
         conn.close()
@@ -106,8 +109,9 @@ def label_batch_ids(settings, event_ids, positive_ids) -> list[int]:
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("CREATE TEMP TABLE _ts_ids (event_id text PRIMARY KEY, pos bool) "
-                        "ON COMMIT DROP")
+            cur.execute(
+                "CREATE TEMP TABLE _ts_ids (event_id text PRIMARY KEY, pos bool) ON COMMIT DROP"
+            )
             positives = set(positive_ids)
             rows = "".join(f"{e}\t{'t' if e in positives else 'f'}\n" for e in event_ids)
             import io
@@ -126,8 +130,15 @@ def label_batch_ids(settings, event_ids, positive_ids) -> list[int]:
         conn.close()
 
 
-def frame_from_feast(settings=None, feature_service: str = FEATURE_SERVICE, *, start=None,
-                     end=None, list_sample: float = 1.0, repo_path: str | None = None):
+def frame_from_feast(
+    settings=None,
+    feature_service: str = FEATURE_SERVICE,
+    *,
+    start=None,
+    end=None,
+    list_sample: float = 1.0,
+    repo_path: str | None = None,
+):
     """The one place that touches Feast: the point-in-time frame, its feature names and the
     lineage of its labels (window, ingest batch ids)."""
     from features.store import get_store
@@ -148,16 +159,22 @@ def frame_from_feast(settings=None, feature_service: str = FEATURE_SERVICE, *, s
     entity_sql = labels_sql(feature_service, start, end)
     if list_sample < 1.0:
         # hashtext is stable for a given server, so a rerun samples the same lists.
-        entity_sql = (f"SELECT * FROM ({entity_sql}) l WHERE "
-                      f"(hashtext(l.list_id) & 1023) < {int(round(list_sample * 1024))}")
+        entity_sql = (
+            f"SELECT * FROM ({entity_sql}) l WHERE "
+            f"(hashtext(l.list_id) & 1023) < {int(round(list_sample * 1024))}"
+        )
     frame = build_training_set(store, feature_service, entity_df=entity_sql)
     service = store.get_feature_service(feature_service)
     names = [f.name for proj in service.feature_view_projections for f in proj.features]
-    lineage = {"label_window": [pd.Timestamp(start), pd.Timestamp(end)],
-               "list_sample": list_sample,
-               "batch_ids": label_batch_ids(settings, frame["event_id"].astype(str),
-                                            frame.loc[frame["label"] == 1, "event_id"]
-                                            .astype(str))}
+    lineage = {
+        "label_window": [pd.Timestamp(start), pd.Timestamp(end)],
+        "list_sample": list_sample,
+        "batch_ids": label_batch_ids(
+            settings,
+            frame["event_id"].astype(str),
+            frame.loc[frame["label"] == 1, "event_id"].astype(str),
+        ),
+    }
     return frame, names, lineage
 
 
@@ -186,6 +203,7 @@ def _init_dist(device: torch.device) -> bool:
 
 # ---------------------------------------------------------------- baselines
 
+
 def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, strength: float = 20.0):
     """Smoothed item CTR from training: (clicks + s*p) / (impressions + s)."""
     prior = float(train["label"].mean())
@@ -212,29 +230,35 @@ def logreg_scores(spec: FeatureSpec, train: pd.DataFrame, test: pd.DataFrame, se
 
 # ---------------------------------------------------------------- training
 
+
 @torch.no_grad()
 def _val_loss(train_mod: RankerTrain, enc, device, batch_size: int = 8192) -> float:
     train_mod.eval()
     total, n = 0.0, len(enc["label"])
     for i in range(0, n, batch_size):
-        b = {k: v[i:i + batch_size].to(device) for k, v in enc.items()}
+        b = {k: v[i : i + batch_size].to(device) for k, v in enc.items()}
         with autocast(device):
             loss, _ = train_mod(b)
         total += float(loss) * len(b["label"])
     return total / max(n, 1)
 
 
-def train(args: RankerTrainArgs, frame: pd.DataFrame | None = None,
-          feature_names: list[str] | None = None, truth: pd.DataFrame | None = None,
-          lineage: dict | None = None) -> dict:
+def train(
+    args: RankerTrainArgs,
+    frame: pd.DataFrame | None = None,
+    feature_names: list[str] | None = None,
+    truth: pd.DataFrame | None = None,
+    lineage: dict | None = None,
+) -> dict:
     """`lineage` (label window, batch ids) comes with a frame from frame_from_feast."""
     t0 = time.time()
     device = pick_device(args.device)
     distributed = _init_dist(device)
     rank, world = _dist_info()
     try:
-        return _train(args, frame, feature_names, truth, device, distributed, rank, world, t0,
-                      lineage)
+        return _train(
+            args, frame, feature_names, truth, device, distributed, rank, world, t0, lineage
+        )
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -247,21 +271,29 @@ def numeric_objects(frame: pd.DataFrame) -> pd.DataFrame:
     for c in out.columns:
         if out[c].dtype == object:
             sample = out[c].dropna().head(200)
-            if len(sample) and all(isinstance(v, (int, float, np.integer, np.floating))
-                                   and not isinstance(v, bool) for v in sample):
+            if len(sample) and all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                for v in sample
+            ):
                 out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     return out
 
 
-def _train(args, frame, feature_names, truth, device, distributed, rank, world, t0,
-           extra_lineage=None):
+def _train(
+    args, frame, feature_names, truth, device, distributed, rank, world, t0, extra_lineage=None
+):
     seed_everything(args.seed)
     t_data = time.time()
     if frame is None:
         if args.feast is not None:
             frame, feature_names, extra_lineage = frame_from_feast(
-                settings=None, feature_service=args.feature_service, start=args.start,
-                end=args.end, list_sample=args.list_sample, repo_path=args.feast or None)
+                settings=None,
+                feature_service=args.feature_service,
+                start=args.start,
+                end=args.end,
+                list_sample=args.list_sample,
+                repo_path=args.feast or None,
+            )
         else:
             frame = pd.read_parquet(args.frame)
     frame = numeric_objects(frame)
@@ -270,19 +302,29 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
     splits, ranges = time_split(frame, args.val_frac, args.test_frac)
     excluded = {c for c in args.exclude.split(",") if c}
     names = None if feature_names is None else [n for n in feature_names if n not in excluded]
-    spec = FeatureSpec.discover(splits["train"].drop(columns=list(excluded & set(frame.columns))),
-                                args.buckets, names)
+    spec = FeatureSpec.discover(
+        splits["train"].drop(columns=list(excluded & set(frame.columns))), args.buckets, names
+    )
     enc = {k: spec.encode(v) for k, v in splits.items()}
-    cfg = RankerConfig(n_sparse=len(spec.sparse), n_dense=len(spec.dense),
-                       vector_dim=sum(spec.vectors.values()), buckets=args.buckets,
-                       emb_dim=args.emb_dim, cross_layers=args.cross_layers,
-                       deep=tuple(int(x) for x in args.deep.split(",") if x),
-                       dropout=args.dropout)
+    cfg = RankerConfig(
+        n_sparse=len(spec.sparse),
+        n_dense=len(spec.dense),
+        vector_dim=sum(spec.vectors.values()),
+        buckets=args.buckets,
+        emb_dim=args.emb_dim,
+        cross_layers=args.cross_layers,
+        deep=tuple(int(x) for x in args.deep.split(",") if x),
+        dropout=args.dropout,
+    )
     model = DCNv2(cfg).to(device)  # same seed on every rank, so the replicas start equal
     train_mod = RankerTrain(model, position_bias=args.position_bias and "position" in frame)
-    ddp = (torch.nn.parallel.DistributedDataParallel(
-        train_mod, device_ids=[device.index] if device.type == "cuda" else None)
-        if distributed else train_mod)
+    ddp = (
+        torch.nn.parallel.DistributedDataParallel(
+            train_mod, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if distributed
+        else train_mod
+    )
     opt = torch.optim.AdamW(train_mod.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
     writer = tb_writer(folder, args.tensorboard) if rank == 0 else None
@@ -299,10 +341,14 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
         perm = torch.cat([perm, perm[: per_rank * world - n]])[rank::world]
         ddp.train()
         s = time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"ranker epoch {epoch}", leave=False,
-                   disable=rank != 0 or bool(os.environ.get("TQDM_DISABLE")))
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"ranker epoch {epoch}",
+            leave=False,
+            disable=rank != 0 or bool(os.environ.get("TQDM_DISABLE")),
+        )
         for i in bar:
-            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+            idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
             batch = {k: v[idx].to(device) for k, v in enc["train"].items()}
             with autocast(device):
                 loss, _ = ddp(batch)
@@ -326,8 +372,9 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-        stop = torch.tensor([int(bad >= args.patience or
-                                 bool(args.max_steps and step >= args.max_steps))])
+        stop = torch.tensor(
+            [int(bad >= args.patience or bool(args.max_steps and step >= args.max_steps))]
+        )
         if distributed:
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
         if stop.item():
@@ -345,41 +392,72 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
     y = test["label"].to_numpy()
     results = {}
     for name in ("model", "popularity", "logreg"):
-        results[name] = {**ctr_metrics(y, test[f"score_{name}"]),
-                         **per_list(test, f"score_{name}")}
+        results[name] = {**ctr_metrics(y, test[f"score_{name}"]), **per_list(test, f"score_{name}")}
     if truth is None and args.truth:
         truth = pd.read_parquet(args.truth)
     if truth is not None:
         p = test[["event_id"]].merge(truth[["event_id", "p_click"]], on="event_id", how="left")
         have = p["p_click"].notna().to_numpy()
-        results["oracle"] = {"auc": roc_auc(y[have], p["p_click"].to_numpy()[have]),
-                             "events_matched": int(have.sum())}
-    plot_pr_curves(folder / "pr_curve.png", y,
-                   {k: test[f"score_{k}"].to_numpy() for k in ("model", "popularity", "logreg")},
-                   "ranker, test split")
+        results["oracle"] = {
+            "auc": roc_auc(y[have], p["p_click"].to_numpy()[have]),
+            "events_matched": int(have.sum()),
+        }
+    plot_pr_curves(
+        folder / "pr_curve.png",
+        y,
+        {k: test[f"score_{k}"].to_numpy() for k in ("model", "popularity", "logreg")},
+        "ranker, test split",
+    )
     bundle.save(folder / "model")
-    batch_ids = sorted(int(b) for b in frame["batch_id"].dropna().unique()) \
-        if "batch_id" in frame else []
-    lineage = {"time_range": ranges, "batch_ids": batch_ids,
-               "rows": {k: len(v) for k, v in splits.items()},
-               "feature_service": args.feature_service, **(extra_lineage or {})}
-    pos_bias = (train_mod.position_bias.weight.detach().squeeze(-1)[1:11].tolist()
-                if train_mod.position_bias is not None else None)
-    body = {"args": args, "feature_service": args.feature_service, "world_size": world,
-            "device": str(device), "features": dataclasses.asdict(spec) | {"mean": None,
-                                                                           "std": None},
-            "history": history, "best_val_logloss": best, "test": results,
-            "train_samples_per_s": throughput, "lineage": lineage,
-            "position_bias_logit_pos0_9": pos_bias, "data_seconds": data_seconds,
-            "train_seconds": train_seconds, "wall_seconds": time.time() - t0}
+    batch_ids = (
+        sorted(int(b) for b in frame["batch_id"].dropna().unique()) if "batch_id" in frame else []
+    )
+    lineage = {
+        "time_range": ranges,
+        "batch_ids": batch_ids,
+        "rows": {k: len(v) for k, v in splits.items()},
+        "feature_service": args.feature_service,
+        **(extra_lineage or {}),
+    }
+    pos_bias = (
+        train_mod.position_bias.weight.detach().squeeze(-1)[1:11].tolist()
+        if train_mod.position_bias is not None
+        else None
+    )
+    body = {
+        "args": args,
+        "feature_service": args.feature_service,
+        "world_size": world,
+        "device": str(device),
+        "features": dataclasses.asdict(spec) | {"mean": None, "std": None},
+        "history": history,
+        "best_val_logloss": best,
+        "test": results,
+        "train_samples_per_s": throughput,
+        "lineage": lineage,
+        "position_bias_logit_pos0_9": pos_bias,
+        "data_seconds": data_seconds,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.time() - t0,
+    }
     report = write_report(folder, "ranker", body)
     if writer:
         writer.close()
-    out = {"rank": 0, "world_size": world, "bundle": bundle, "folder": folder,
-           "report": report, "test": results, "lineage": lineage,
-           "train_samples_per_s": throughput, "history": history, "spec": spec,
-           "data_seconds": data_seconds, "train_seconds": train_seconds,
-           "wall_seconds": time.time() - t0}
+    out = {
+        "rank": 0,
+        "world_size": world,
+        "bundle": bundle,
+        "folder": folder,
+        "report": report,
+        "test": results,
+        "lineage": lineage,
+        "train_samples_per_s": throughput,
+        "history": history,
+        "spec": spec,
+        "data_seconds": data_seconds,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.time() - t0,
+    }
     if args.save_model:
         from training.store import save_ranker
 
@@ -388,13 +466,22 @@ def _train(args, frame, feature_names, truth, device, distributed, rank, world, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.ranker", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.ranker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for f in dataclasses.fields(RankerTrainArgs):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "feast":
-            p.add_argument(flag, nargs="?", const="", default=None, metavar="REPO_PATH",
-                           help="build the frame from Feast (default repo: feature_repo/)")
+            p.add_argument(
+                flag,
+                nargs="?",
+                const="",
+                default=None,
+                metavar="REPO_PATH",
+                help="build the frame from Feast (default repo: feature_repo/)",
+            )
         elif isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
@@ -413,8 +500,10 @@ def main(argv: list[str] | None = None) -> dict:
         if res.get("tag"):
             print(f"model: {res['tag']}  batch_ids: {len(res['lineage']['batch_ids'])}")
         for name, m in res["test"].items():
-            print(f"  {name:10s} " + " ".join(f"{k}={v:.4f}" for k, v in m.items()
-                                               if isinstance(v, float)))
+            print(
+                f"  {name:10s} "
+                + " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+            )
     return res
 
 

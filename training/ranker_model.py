@@ -54,8 +54,9 @@ class FeatureSpec:
     std: list[float] = field(default_factory=list)
 
     @classmethod
-    def discover(cls, frame: pd.DataFrame, buckets: int = 2**15,
-                 feature_names: list[str] | None = None) -> "FeatureSpec":
+    def discover(
+        cls, frame: pd.DataFrame, buckets: int = 2**15, feature_names: list[str] | None = None
+    ) -> FeatureSpec:
         """Fit column roles and the dense standardisation on the (training) frame."""
         cols = [c for c in frame.columns if c not in NEVER_FEATURES]
         if feature_names is not None:
@@ -83,9 +84,19 @@ class FeatureSpec:
 
     def encode(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
         n = len(frame)
-        ids = np.stack([hash_ids(frame[c].to_numpy(), self.buckets) if c in frame
-                        else np.zeros(n, np.int64) for c in self.sparse], axis=1) \
-            if self.sparse else np.zeros((n, 0), np.int64)
+        ids = (
+            np.stack(
+                [
+                    hash_ids(frame[c].to_numpy(), self.buckets)
+                    if c in frame
+                    else np.zeros(n, np.int64)
+                    for c in self.sparse
+                ],
+                axis=1,
+            )
+            if self.sparse
+            else np.zeros((n, 0), np.int64)
+        )
         if self.dense:
             x = frame[self.dense].astype(float).to_numpy()
             # Missing values become the training mean (0 after standardisation).
@@ -99,16 +110,21 @@ class FeatureSpec:
                 if val is not None and not (np.isscalar(val) and pd.isna(val)):
                     v[i] = np.asarray(val, np.float32)
             vecs.append(v)
-        out = {"ids": torch.from_numpy(ids), "dense": torch.from_numpy(x.astype(np.float32)),
-               "vectors": torch.from_numpy(np.concatenate(vecs, 1) if vecs
-                                           else np.zeros((n, 0), np.float32))}
+        out = {
+            "ids": torch.from_numpy(ids),
+            "dense": torch.from_numpy(x.astype(np.float32)),
+            "vectors": torch.from_numpy(
+                np.concatenate(vecs, 1) if vecs else np.zeros((n, 0), np.float32)
+            ),
+        }
         if "label" in frame:
             out["label"] = torch.as_tensor(frame["label"].to_numpy(dtype=np.float32))
         if "position" in frame:
             # Only the training loss reads it (RankerTrain's position bias); never a feature.
             pos = pd.to_numeric(frame["position"], errors="coerce").fillna(-1).to_numpy()
-            out["position"] = torch.as_tensor(np.clip(pos, -1, MAX_POSITION - 2) + 1,
-                                              dtype=torch.long)
+            out["position"] = torch.as_tensor(
+                np.clip(pos, -1, MAX_POSITION - 2) + 1, dtype=torch.long
+            )
         return out
 
 
@@ -141,10 +157,13 @@ class DCNv2(nn.Module):
         super().__init__()
         self.cfg = cfg
         # One table per id field: user and item ids must not share (and collide in) one space.
-        self.embeddings = nn.ModuleList(nn.Embedding(cfg.buckets, cfg.emb_dim)
-                                        for _ in range(cfg.n_sparse))
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(cfg.buckets, cfg.emb_dim) for _ in range(cfg.n_sparse)
+        )
         self.vector_proj = nn.Linear(cfg.vector_dim, cfg.vector_proj) if cfg.vector_dim else None
-        width = cfg.n_sparse * cfg.emb_dim + cfg.n_dense + (cfg.vector_proj if cfg.vector_dim else 0)
+        width = (
+            cfg.n_sparse * cfg.emb_dim + cfg.n_dense + (cfg.vector_proj if cfg.vector_dim else 0)
+        )
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cfg.cross_layers))
         layers, prev = [], width
         for h in cfg.deep:
@@ -203,7 +222,7 @@ class RankerBundle:
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(frame), batch_size):
-            b = {k: enc[k][i:i + batch_size].to(device) for k in ("ids", "dense", "vectors")}
+            b = {k: enc[k][i : i + batch_size].to(device) for k in ("ids", "dense", "vectors")}
             out.append(torch.sigmoid(self.model(**b).float()).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -211,17 +230,19 @@ class RankerBundle:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), folder / "model.pt")
-        (folder / "ranker.json").write_text(json.dumps(
-            {"config": asdict(self.model.cfg), "spec": asdict(self.spec)}, indent=2))
+        (folder / "ranker.json").write_text(
+            json.dumps({"config": asdict(self.model.cfg), "spec": asdict(self.spec)}, indent=2)
+        )
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "RankerBundle":
+    def load(cls, folder: str | Path) -> RankerBundle:
         folder = Path(folder)
         meta = json.loads((folder / "ranker.json").read_text())
         cfg = meta["config"]
         cfg["deep"] = tuple(cfg["deep"])
         model = DCNv2(RankerConfig(**cfg))
-        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True,
-                                         map_location="cpu"))
+        model.load_state_dict(
+            torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+        )
         return cls(model, FeatureSpec(**meta["spec"]))

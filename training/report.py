@@ -5,8 +5,9 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +40,9 @@ def plot_pr_curves(path: Path, y_true: Sequence, scores: dict[str, Sequence], ti
     return path
 
 
-def plot_confusion(path: Path, matrix: Sequence[Sequence[int]], labels: Sequence[str],
-                   title: str) -> Path:
+def plot_confusion(
+    path: Path, matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str
+) -> Path:
     plt = _plt()
     m = np.asarray(matrix)
     size = max(4.0, 0.45 * len(labels) + 2)
@@ -51,8 +53,15 @@ def plot_confusion(path: Path, matrix: Sequence[Sequence[int]], labels: Sequence
     ax.set(xlabel="predicted", ylabel="true", title=title)
     if len(labels) <= 20:
         for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
-                    color="white" if v > m.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if v > m.max() / 2 else "black",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -63,17 +72,26 @@ def environment() -> dict[str, Any]:
     import torch
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "platform": platform.platform(), "git_commit": commit,
-            "cuda": torch.cuda.is_available()}
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def write_report(folder: Path, kind: str, body: dict[str, Any]) -> Path:
     """`report.json` with what was run, on what data, and every metric, next to its plots."""
     plots = sorted(p.name for p in folder.glob("*.png"))
-    return write_json(folder / "report.json",
-                      {"kind": kind, "environment": environment(), "plots": plots, **body})
+    return write_json(
+        folder / "report.json", {"kind": kind, "environment": environment(), "plots": plots, **body}
+    )

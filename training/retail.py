@@ -39,8 +39,8 @@ from training.common import run_dir, write_json
 
 @dataclass
 class RetailArgs:
-    purchases: str | None = None      # parquet/csv with user_id, item_id, event_ts, quantity
-    cutoff: str | None = None         # default: 80% of the way through the data
+    purchases: str | None = None  # parquet/csv with user_id, item_id, event_ts, quantity
+    cutoff: str | None = None  # default: 80% of the way through the data
     horizon_days: float = 30.0
     recent_days: float = 30.0
     half_life_days: float = 60.0
@@ -48,7 +48,7 @@ class RetailArgs:
     k_ndcg: int = 10
     out_dir: str = "runs"
     from_db: bool = False
-    source: str = "online_retail"    # --from-db: ingest_batches.source to read
+    source: str = "online_retail"  # --from-db: ingest_batches.source to read
 
 
 PURCHASES_SQL = """
@@ -77,13 +77,17 @@ def _decay(age_days: np.ndarray, half_life: float) -> np.ndarray:
 
 
 class CoPurchaseRepeat:
-    def __init__(self, half_life_days: float = 60.0, recent_days: float = 30.0,
-                 weights: tuple[float, float, float] = (1.0, 0.5, 0.2)):
+    def __init__(
+        self,
+        half_life_days: float = 60.0,
+        recent_days: float = 30.0,
+        weights: tuple[float, float, float] = (1.0, 0.5, 0.2),
+    ):
         self.half_life = half_life_days
         self.recent_days = recent_days
         self.weights = weights
 
-    def fit(self, history: pd.DataFrame, cutoff: pd.Timestamp) -> "CoPurchaseRepeat":
+    def fit(self, history: pd.DataFrame, cutoff: pd.Timestamp) -> CoPurchaseRepeat:
         self.items = pd.Index(sorted(history["item_id"].unique()))
         self.users = pd.Index(sorted(history["user_id"].unique()))
         u = self.users.get_indexer(history["user_id"])
@@ -118,8 +122,12 @@ class CoPurchaseRepeat:
         co = np.zeros_like(rep)
         co[known] = np.asarray((self.repeat[idx[known]] @ self.sim).todense())
         pop = np.broadcast_to(self.pop_norm, rep.shape)
-        return {"repeat": self._rownorm(rep), "co": self._rownorm(co), "pop": pop,
-                "raw_repeat": rep}
+        return {
+            "repeat": self._rownorm(rep),
+            "co": self._rownorm(co),
+            "pop": pop,
+            "raw_repeat": rep,
+        }
 
     def score(self, users, weights=None, signals=None) -> np.ndarray:
         s = signals or self.signals(users)
@@ -141,14 +149,16 @@ def rank_metrics(top: np.ndarray, relevant: list[set[int]], k_recall: int, k_ndc
     for row, rel in zip(top, relevant):
         hits = np.array([it in rel for it in row])
         rec.append(hits[:k_recall].sum() / len(rel))
-        ideal = disc[:min(len(rel), k_ndcg)].sum()
-        ndcg.append((hits[:k_ndcg] * disc[:len(hits[:k_ndcg])]).sum() / ideal)
-    return {f"recall@{k_recall}": float(np.mean(rec)), f"ndcg@{k_ndcg}": float(np.mean(ndcg)),
-            "customers": len(relevant)}
+        ideal = disc[: min(len(rel), k_ndcg)].sum()
+        ndcg.append((hits[:k_ndcg] * disc[: len(hits[:k_ndcg])]).sum() / ideal)
+    return {
+        f"recall@{k_recall}": float(np.mean(rec)),
+        f"ndcg@{k_ndcg}": float(np.mean(ndcg)),
+        "customers": len(relevant),
+    }
 
 
-def evaluate(purchases: pd.DataFrame, cutoff: pd.Timestamp, args: RetailArgs,
-             weights=None) -> dict:
+def evaluate(purchases: pd.DataFrame, cutoff: pd.Timestamp, args: RetailArgs, weights=None) -> dict:
     """Fit before `cutoff`, score the horizon after it; every method, same customers."""
     end = cutoff + pd.Timedelta(days=args.horizon_days)
     hist = purchases[purchases["event_ts"] < cutoff]
@@ -166,21 +176,30 @@ def evaluate(purchases: pd.DataFrame, cutoff: pd.Timestamp, args: RetailArgs,
     counts = hist.groupby(["user_id", "item_id"]).size().rename("n").reset_index()
     counts = counts[counts["user_id"].isin(set(users))]
     own = np.zeros_like(sig["raw_repeat"])
-    own[pd.Index(users).get_indexer(counts["user_id"]),
-        model.items.get_indexer(counts["item_id"])] = counts["n"].to_numpy()
+    own[
+        pd.Index(users).get_indexer(counts["user_id"]), model.items.get_indexer(counts["item_id"])
+    ] = counts["n"].to_numpy()
     own += sig["pop"]
-    methods = {"recent_popularity": np.array(sig["pop"]), "own_top_popularity": own,
-               "copurchase_repeat": model.score(users, weights or model.weights, sig)}
+    methods = {
+        "recent_popularity": np.array(sig["pop"]),
+        "own_top_popularity": own,
+        "copurchase_repeat": model.score(users, weights or model.weights, sig),
+    }
     returning = np.array(known)
-    out = {"cutoff": cutoff, "horizon_end": end, "weights": weights or model.weights,
-           "methods": {}}
+    out = {"cutoff": cutoff, "horizon_end": end, "weights": weights or model.weights, "methods": {}}
     for name, scores in methods.items():
         top = _topk(scores, k)
         out["methods"][name] = {
             "all": rank_metrics(top, relevant, args.k_recall, args.k_ndcg),
-            "returning": rank_metrics(top[returning], [r for r, ok in zip(relevant, returning)
-                                                       if ok], args.k_recall, args.k_ndcg)
-            if returning.any() else None}
+            "returning": rank_metrics(
+                top[returning],
+                [r for r, ok in zip(relevant, returning) if ok],
+                args.k_recall,
+                args.k_ndcg,
+            )
+            if returning.any()
+            else None,
+        }
     out["_grid_inputs"] = (sig, relevant, model, users)
     return out
 
@@ -206,28 +225,45 @@ def run(purchases: pd.DataFrame, args: RetailArgs) -> dict:
     p["event_ts"] = pd.to_datetime(p["event_ts"], utc=True)
     if "quantity" in p:
         p = p[p["quantity"].fillna(1) > 0]  # returns/cancellations are not purchases
-    cutoff = (pd.Timestamp(args.cutoff, tz="UTC") if args.cutoff else
-              p["event_ts"].quantile(0.8).floor("D"))
+    cutoff = (
+        pd.Timestamp(args.cutoff, tz="UTC")
+        if args.cutoff
+        else p["event_ts"].quantile(0.8).floor("D")
+    )
     weights, grid = tune_weights(p, cutoff, args)
     res = evaluate(p, cutoff, args, weights)
     res.pop("_grid_inputs")
     folder = run_dir(args.out_dir, "retail")
     ranks = {n: m["all"][f"ndcg@{args.k_ndcg}"] for n, m in res["methods"].items()}
-    lineage = {"source": args.source if args.from_db else args.purchases,
-               "rows": len(p), "customers": int(p["user_id"].nunique()),
-               "items": int(p["item_id"].nunique()),
-               "batch_ids": sorted(int(b) for b in p["batch_id"].dropna().unique())
-               if "batch_id" in p else []}
-    body = {"kind": "retail", "args": args, **res, "validation_grid": grid, "lineage": lineage,
-            "winner_by_ndcg": max(ranks, key=ranks.get),
-            "train_range": [p["event_ts"].min(), cutoff], "wall_seconds": time.time() - t0}
+    lineage = {
+        "source": args.source if args.from_db else args.purchases,
+        "rows": len(p),
+        "customers": int(p["user_id"].nunique()),
+        "items": int(p["item_id"].nunique()),
+        "batch_ids": sorted(int(b) for b in p["batch_id"].dropna().unique())
+        if "batch_id" in p
+        else [],
+    }
+    body = {
+        "kind": "retail",
+        "args": args,
+        **res,
+        "validation_grid": grid,
+        "lineage": lineage,
+        "winner_by_ndcg": max(ranks, key=ranks.get),
+        "train_range": [p["event_ts"].min(), cutoff],
+        "wall_seconds": time.time() - t0,
+    }
     write_json(folder / "report.json", body)
     return {**body, "folder": folder}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m training.retail", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m training.retail",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for f in dataclasses.fields(RetailArgs):
         if isinstance(f.default, bool):
             ap.add_argument("--" + f.name.replace("_", "-"), action="store_true")

@@ -57,17 +57,34 @@ def _headline(metrics: dict) -> dict:
     return out
 
 
-def _save(name: str, write, feature_service: str, kind: str, metrics: dict,
-          lineage: dict, extra: dict | None = None) -> str:
+def _save(
+    name: str,
+    write,
+    feature_service: str,
+    kind: str,
+    metrics: dict,
+    lineage: dict,
+    extra: dict | None = None,
+) -> str:
     import bentoml
 
     metrics, lineage = to_jsonable(metrics or {}), to_jsonable(lineage or {})
-    meta = _metadata({"feature_service": feature_service, "kind": kind,
-                      "batch_ids": lineage.get("batch_ids", []),
-                      "time_range": lineage.get("time_range", {}),
-                      "metrics": _headline(metrics), **(extra or {})})
-    with bentoml.models.create(name, labels={"feature_service": feature_service, "kind": kind},
-                               metadata=meta, _model_store=model_store()) as m:
+    meta = _metadata(
+        {
+            "feature_service": feature_service,
+            "kind": kind,
+            "batch_ids": lineage.get("batch_ids", []),
+            "time_range": lineage.get("time_range", {}),
+            "metrics": _headline(metrics),
+            **(extra or {}),
+        }
+    )
+    with bentoml.models.create(
+        name,
+        labels={"feature_service": feature_service, "kind": kind},
+        metadata=meta,
+        _model_store=model_store(),
+    ) as m:
         folder = Path(m.path)
         write(folder)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -82,12 +99,20 @@ def _folder(tag: str) -> tuple[Path, Any]:
     return Path(m.path), m
 
 
-def save_intent(predictor, metrics: dict | None = None, lineage: dict | None = None,
-                name: str = INTENT_MODEL) -> str:
+def save_intent(
+    predictor, metrics: dict | None = None, lineage: dict | None = None, name: str = INTENT_MODEL
+) -> str:
     from training.intent import FEATURE_SERVICE
 
-    return _save(name, predictor.save, FEATURE_SERVICE, predictor.kind, metrics, lineage,
-                 {"intents": predictor.intents, "categories": predictor.categories})
+    return _save(
+        name,
+        predictor.save,
+        FEATURE_SERVICE,
+        predictor.kind,
+        metrics,
+        lineage,
+        {"intents": predictor.intents, "categories": predictor.categories},
+    )
 
 
 def load_intent(tag: str = f"{INTENT_MODEL}:latest"):
@@ -97,12 +122,19 @@ def load_intent(tag: str = f"{INTENT_MODEL}:latest"):
     return IntentPredictor.load(folder)
 
 
-def save_ranker(bundle, metrics: dict | None = None, lineage: dict | None = None,
-                name: str = RANKER_MODEL) -> str:
+def save_ranker(
+    bundle, metrics: dict | None = None, lineage: dict | None = None, name: str = RANKER_MODEL
+) -> str:
     from training.ranker import FEATURE_SERVICE
 
-    return _save(name, bundle.save, lineage.get("feature_service", FEATURE_SERVICE)
-                 if lineage else FEATURE_SERVICE, "dcn_v2", metrics, lineage)
+    return _save(
+        name,
+        bundle.save,
+        lineage.get("feature_service", FEATURE_SERVICE) if lineage else FEATURE_SERVICE,
+        "dcn_v2",
+        metrics,
+        lineage,
+    )
 
 
 def load_ranker(tag: str = f"{RANKER_MODEL}:latest"):
@@ -115,6 +147,10 @@ def load_ranker(tag: str = f"{RANKER_MODEL}:latest"):
 def info(tag: str) -> dict:
     """Metadata, metrics and lineage of a stored model, as plain dicts."""
     folder, m = _folder(tag)
-    return {"tag": str(m.tag), "metadata": dict(m.info.metadata), "labels": dict(m.info.labels),
-            "metrics": json.loads((folder / "metrics.json").read_text()),
-            "lineage": json.loads((folder / "lineage.json").read_text())}
+    return {
+        "tag": str(m.tag),
+        "metadata": dict(m.info.metadata),
+        "labels": dict(m.info.labels),
+        "metrics": json.loads((folder / "metrics.json").read_text()),
+        "lineage": json.loads((folder / "lineage.json").read_text()),
+    }

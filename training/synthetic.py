@@ -29,22 +29,54 @@ def intent_queries(n: int = 300, seed: int = 0) -> pd.DataFrame:
         brand = BRANDS[rng.integers(len(BRANDS))]
         intent = ["buy_product", "browse_category", "support"][k % 3]
         if intent == "buy_product":
-            q = rng.choice([f"buy {brand} {noun}", f"{brand} {noun} {rng.integers(2, 15)}",
-                            f"{noun} {brand} price", f"order {brand} {noun}"])
+            q = rng.choice(
+                [
+                    f"buy {brand} {noun}",
+                    f"{brand} {noun} {rng.integers(2, 15)}",
+                    f"{noun} {brand} price",
+                    f"order {brand} {noun}",
+                ]
+            )
         elif intent == "browse_category":
-            q = rng.choice([f"best {noun}s", f"{noun} ideas", f"all {noun}s",
-                            f"top rated {noun}s", f"{noun} deals"])
+            q = rng.choice(
+                [
+                    f"best {noun}s",
+                    f"{noun} ideas",
+                    f"all {noun}s",
+                    f"top rated {noun}s",
+                    f"{noun} deals",
+                ]
+            )
         else:
-            q = rng.choice([f"return my {noun}", f"where is my {noun} order",
-                            f"refund {brand} {noun}", f"{noun} warranty help"])
-        rows.append({"query": f"{q} {k}" if rng.random() < 0.3 else q, "intent": intent,
-                     "category": None if intent == "support" else cat,
-                     "source": "synthetic", "batch_id": 1 + k % 2})
+            q = rng.choice(
+                [
+                    f"return my {noun}",
+                    f"where is my {noun} order",
+                    f"refund {brand} {noun}",
+                    f"{noun} warranty help",
+                ]
+            )
+        rows.append(
+            {
+                "query": f"{q} {k}" if rng.random() < 0.3 else q,
+                "intent": intent,
+                "category": None if intent == "support" else cat,
+                "source": "synthetic",
+                "batch_id": 1 + k % 2,
+            }
+        )
     return pd.DataFrame(rows).drop_duplicates(["query", "intent", "category"])
 
 
-def ranker_frame(n_lists: int = 60, list_size: int = 10, n_users: int = 40, n_items: int = 80,
-                 days: int = 10, emb_dim: int = 8, seed: int = 0) -> pd.DataFrame:
+def ranker_frame(
+    n_lists: int = 60,
+    list_size: int = 10,
+    n_users: int = 40,
+    n_items: int = 80,
+    days: int = 10,
+    emb_dim: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
     """A frame shaped like features.training_set.build_training_set's output."""
     rng = np.random.default_rng(seed)
     item_cat = rng.integers(0, 5, n_items)
@@ -57,29 +89,45 @@ def ranker_frame(n_lists: int = 60, list_size: int = 10, n_users: int = 40, n_it
         u = int(rng.integers(n_users))
         ts = start + pd.Timedelta(seconds=float(rng.uniform(0, days * 86400)))
         items = rng.choice(n_items, list_size, replace=False)
-        qv = item_emb[rng.choice(np.where(item_cat == user_pref[u])[0])] \
-            if (item_cat == user_pref[u]).any() else rng.normal(0, 1, emb_dim)
+        qv = (
+            item_emb[rng.choice(np.where(item_cat == user_pref[u])[0])]
+            if (item_cat == user_pref[u]).any()
+            else rng.normal(0, 1, emb_dim)
+        )
         for pos, it in enumerate(items):
             cos = float(item_emb[it] @ qv / (np.linalg.norm(item_emb[it]) * np.linalg.norm(qv)))
-            z = -2.0 + 1.2 * item_q[it] + 1.5 * (item_cat[it] == user_pref[u]) + 1.0 * cos \
+            z = (
+                -2.0
+                + 1.2 * item_q[it]
+                + 1.5 * (item_cat[it] == user_pref[u])
+                + 1.0 * cos
                 - 0.15 * pos
+            )
             p = 1 / (1 + np.exp(-z))
-            rows.append({
-                "event_id": f"e{li}_{pos}", "event_timestamp": ts, "user_id": f"u{u}",
-                "item_id": f"i{it}", "list_id": f"l{li}", "position": pos,
-                "label": int(rng.random() < p), "p_click": p,
-                "item_ctr_7d": float(1 / (1 + np.exp(-(item_q[it] - 2))) + rng.normal(0, 0.02)),
-                "item_price": float(np.exp(rng.normal(3, 1))),
-                "user_clicks_7d": float(rng.poisson(3)),
-                "query_item_cosine": cos,
-                "item_category": f"c{item_cat[it]}",
-                "item_title_embedding": item_emb[it].tolist(),
-            })
+            rows.append(
+                {
+                    "event_id": f"e{li}_{pos}",
+                    "event_timestamp": ts,
+                    "user_id": f"u{u}",
+                    "item_id": f"i{it}",
+                    "list_id": f"l{li}",
+                    "position": pos,
+                    "label": int(rng.random() < p),
+                    "p_click": p,
+                    "item_ctr_7d": float(1 / (1 + np.exp(-(item_q[it] - 2))) + rng.normal(0, 0.02)),
+                    "item_price": float(np.exp(rng.normal(3, 1))),
+                    "user_clicks_7d": float(rng.poisson(3)),
+                    "query_item_cosine": cos,
+                    "item_category": f"c{item_cat[it]}",
+                    "item_title_embedding": item_emb[it].tolist(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def retail_purchases(n_users: int = 60, n_items: int = 50, days: int = 120,
-                     seed: int = 0) -> pd.DataFrame:
+def retail_purchases(
+    n_users: int = 60, n_items: int = 50, days: int = 120, seed: int = 0
+) -> pd.DataFrame:
     """Purchases with repeat buying, co-purchase clusters and a popularity drift."""
     rng = np.random.default_rng(seed)
     cluster = rng.integers(0, 5, n_items)
@@ -95,6 +143,12 @@ def retail_purchases(n_users: int = 60, n_items: int = 50, days: int = 120,
             if rng.random() < 0.5:
                 basket.add(int(rng.choice(staples)))
             for it in basket:
-                rows.append({"user_id": f"c{u}", "item_id": f"p{it}", "event_ts": t,
-                             "quantity": int(rng.integers(1, 6))})
+                rows.append(
+                    {
+                        "user_id": f"c{u}",
+                        "item_id": f"p{it}",
+                        "event_ts": t,
+                        "quantity": int(rng.integers(1, 6)),
+                    }
+                )
     return pd.DataFrame(rows)

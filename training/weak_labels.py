@@ -8,15 +8,16 @@ Bots are excluded before any rule sees an event.
     buy_after_search      a purchase follows       -> buy_product, category of the bought item
     cart_after_search     an add-to-cart follows   -> buy_product, category of that item
     browse_one_category   >= 2 views/clicks, all in one category -> browse_category, that category
-    browse_many           >= 3 views/clicks across several categories -> browse_category, no category
+    browse_many           >= 3 views/clicks across several categories
+                          -> browse_category, no category
 
 Queries with no engagement get no label (abstain) rather than a guessed one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -74,8 +75,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def label_events(events: pd.DataFrame, rules: tuple[Rule, ...] = RULES,
-                 intent_map: dict[str, str] | None = None) -> pd.DataFrame:
+def label_events(
+    events: pd.DataFrame, rules: tuple[Rule, ...] = RULES, intent_map: dict[str, str] | None = None
+) -> pd.DataFrame:
     """events (session_id, event_ts, event_type, item_id, query, category[, is_bot]) ->
     one row per labelled search: query, intent, category, rule, source='weak'.
 
@@ -87,7 +89,7 @@ def label_events(events: pd.DataFrame, rules: tuple[Rule, ...] = RULES,
     ev = ev.sort_values(["session_id", "event_ts"], kind="mergesort").reset_index(drop=True)
     ev["search_no"] = (ev["event_type"] == "search").groupby(ev["session_id"]).cumsum()
     rows = []
-    for (_, no), group in ev[ev["search_no"] > 0].groupby(["session_id", "search_no"], sort=False):
+    for (_, _no), group in ev[ev["search_no"] > 0].groupby(["session_id", "search_no"], sort=False):
         query = group["query"].iloc[0]
         if not isinstance(query, str) or not query.strip():
             continue
@@ -97,9 +99,15 @@ def label_events(events: pd.DataFrame, rules: tuple[Rule, ...] = RULES,
             if out is None or out is False:
                 continue
             intent = (intent_map or {}).get(rule.intent, rule.intent)
-            rows.append({"query": query.strip(), "intent": intent,
-                         "category": out if isinstance(out, str) else None,
-                         "rule": rule.name, "source": "weak"})
+            rows.append(
+                {
+                    "query": query.strip(),
+                    "intent": intent,
+                    "category": out if isinstance(out, str) else None,
+                    "rule": rule.name,
+                    "source": "weak",
+                }
+            )
             break
     return pd.DataFrame(rows, columns=["query", "intent", "category", "rule", "source"])
 
