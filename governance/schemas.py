@@ -122,6 +122,36 @@ class CleanLabelledQueries(LabelledQueryRecord):
     source: Series[Text] = pa.Field(description="'labelled', or the weak-label rule that made it")
 
 
+SERVED_ENDPOINTS = ("search", "recommend")
+
+
+class ServedItemRecord(pa.DataFrameModel):
+    """One position of a list the service served (the list's fields repeat on each row).
+
+    Written by the service itself, so a failure here is a serving bug: the whole list goes to
+    quarantine with its reasons rather than half of it to `served_items`.
+    """
+
+    list_id: Series[Text] = pa.Field(str_length={"min_value": 8, "max_value": 64})
+    served_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
+    endpoint: Series[Text] = pa.Field(isin=SERVED_ENDPOINTS)
+    user_id: Series[Text] = pa.Field(nullable=True, str_matches=PSEUDONYM_REGEX)
+    query: Series[Text] = pa.Field(nullable=True)
+    model_tag: Series[Text] = pa.Field()
+    feature_service: Series[Text] = pa.Field()
+    variant: Series[Text] = pa.Field(str_length={"min_value": 1, "max_value": 64})
+    position: Series[pd.Int64Dtype] = pa.Field(ge=0)
+    item_id: Series[Text] = pa.Field()
+    score: Series[float] = pa.Field(ge=-1e9, le=1e9)  # also rejects NaN and inf
+
+    class Config(_Strict):
+        name = "served_items"
+
+    @pa.dataframe_check(name="positions_unique_within_list")
+    def _positions_unique(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~df.duplicated(["list_id", "position"], keep=False)
+
+
 RECORD_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "users": UserRecord,
     "items": ItemRecord,
