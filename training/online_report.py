@@ -1,0 +1,210 @@
+"""Online outcomes of served lists, per model version and variant, with confidence intervals.
+
+    python -m training.online_report --hours 24 [--experiment NAME] [--json out.json]
+
+Clicks and purchases sent to /events carry the `list_id` the service returned; they join the
+served list's item at that id (served_lists/served_items). Per (model tag, variant):
+
+- CTR: clicked served items / served items. Items of one list are not independent draws, so
+  the interval is the delta-method one of a ratio of per-list sums (lists are the unit).
+- conversion: share of lists with at least one purchase of a served item (same interval).
+- NDCG of clicked positions: per list with a click, DCG of the clicked positions over the DCG
+  of the same number of clicks at the top; the mean with a normal interval.
+
+Differences are against the first variant (the control), with the interval of a difference of
+independent estimates. Bot events never count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+Z95 = 1.959963984540054
+
+OUTCOMES_SQL = """
+WITH clicks AS (
+    SELECT DISTINCT list_id, item_id FROM events
+    WHERE event_type = 'click' AND NOT is_bot AND list_id IS NOT NULL
+), buys AS (
+    SELECT DISTINCT list_id, item_id FROM events
+    WHERE event_type = 'purchase' AND NOT is_bot AND list_id IS NOT NULL
+)
+SELECT sl.list_id, sl.model_tag, sl.variant, sl.experiment, sl.served_at, si.position,
+       si.item_id, (c.list_id IS NOT NULL) AS clicked, (b.list_id IS NOT NULL) AS bought
+FROM served_lists sl
+JOIN served_items si USING (list_id)
+LEFT JOIN clicks c ON c.list_id = si.list_id AND c.item_id = si.item_id
+LEFT JOIN buys b ON b.list_id = si.list_id AND b.item_id = si.item_id
+WHERE sl.served_at >= %(since)s AND (%(experiment)s IS NULL OR sl.experiment = %(experiment)s)
+ORDER BY sl.served_at, sl.list_id, si.position
+"""
+
+
+@dataclass
+class Estimate:
+    value: float
+    lo: float
+    hi: float
+
+    def text(self, digits: int = 4) -> str:
+        return f"{self.value:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+
+
+@dataclass
+class VariantOutcome:
+    model_tag: str
+    variant: str
+    lists: int
+    impressions: int
+    clicks: int
+    purchases: int
+    ctr: Estimate
+    conversion: Estimate
+    ndcg_clicked: Estimate | None
+    ctr_diff: Estimate | None = None  # vs the control (first variant)
+
+
+@dataclass
+class OnlineReport:
+    since: str
+    experiment: str | None
+    variants: list[VariantOutcome] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [
+            f"Online outcomes since {self.since}"
+            + (f", experiment {self.experiment}" if self.experiment else "")
+            + " (95% intervals; difference vs the first variant):",
+            "",
+            "| variant | model | lists | impressions | clicks | CTR | CTR diff | conversion "
+            "| NDCG of clicks |",
+            "| --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |",
+        ]
+        for v in self.variants:
+            lines.append(
+                f"| {v.variant} | {v.model_tag} | {v.lists} | {v.impressions} | {v.clicks} | "
+                f"{v.ctr.text()} | {v.ctr_diff.text() if v.ctr_diff else '-'} | "
+                f"{v.conversion.text()} | "
+                f"{v.ndcg_clicked.text(3) if v.ndcg_clicked else '-'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def ratio_estimate(num: np.ndarray, den: np.ndarray) -> Estimate:
+    """sum(num) / sum(den) over clusters, with the delta-method 95% interval."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    n = len(num)
+    if n == 0 or den.sum() == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    r = num.sum() / den.sum()
+    if n < 2:
+        return Estimate(r, float("nan"), float("nan"))
+    resid = num - r * den
+    se = np.sqrt(resid.var(ddof=1) / n) / den.mean()
+    return Estimate(float(r), float(r - Z95 * se), float(r + Z95 * se))
+
+
+def mean_estimate(x: np.ndarray) -> Estimate | None:
+    x = np.asarray(x, np.float64)
+    if len(x) == 0:
+        return None
+    m = float(x.mean())
+    if len(x) < 2:
+        return Estimate(m, float("nan"), float("nan"))
+    se = float(x.std(ddof=1) / np.sqrt(len(x)))
+    return Estimate(m, m - Z95 * se, m + Z95 * se)
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """b - a for independent estimates (half-widths combine in quadrature)."""
+    ha, hb = (a.hi - a.lo) / 2, (b.hi - b.lo) / 2
+    d, h = b.value - a.value, float(np.hypot(ha, hb))
+    return Estimate(d, d - h, d + h)
+
+
+def ndcg_of_clicks(positions: np.ndarray) -> float:
+    """NDCG of one list's clicked (0-based) positions."""
+    pos = np.sort(np.asarray(positions, np.float64))
+    dcg = np.sum(1.0 / np.log2(pos + 2))
+    ideal = np.sum(1.0 / np.log2(np.arange(len(pos)) + 2))
+    return float(dcg / ideal)
+
+
+def summarise(rows: pd.DataFrame) -> list[VariantOutcome]:
+    """Per (model tag, variant) outcomes from one row per served item (OUTCOMES_SQL)."""
+    out: list[VariantOutcome] = []
+    if rows.empty:
+        return out
+    order = rows.groupby(["variant", "model_tag"], sort=False)["served_at"].min().sort_values()
+    for variant, model in order.index:
+        g = rows[(rows["variant"] == variant) & (rows["model_tag"] == model)]
+        per_list = g.groupby("list_id").agg(
+            n=("item_id", "size"), clicks=("clicked", "sum"), bought=("bought", "any")
+        )
+        clicked = g[g["clicked"]]
+        ndcg = clicked.groupby("list_id")["position"].apply(lambda p: ndcg_of_clicks(p.values))
+        out.append(
+            VariantOutcome(
+                model_tag=str(model),
+                variant=str(variant),
+                lists=len(per_list),
+                impressions=int(per_list["n"].sum()),
+                clicks=int(per_list["clicks"].sum()),
+                purchases=int(g["bought"].sum()),
+                ctr=ratio_estimate(per_list["clicks"].to_numpy(), per_list["n"].to_numpy()),
+                conversion=ratio_estimate(
+                    per_list["bought"].to_numpy(float), np.ones(len(per_list))
+                ),
+                ndcg_clicked=mean_estimate(ndcg.to_numpy()),
+            )
+        )
+    for v in out[1:]:
+        v.ctr_diff = difference(out[0].ctr, v.ctr)
+    return out
+
+
+def outcome_rows(settings=None, since=None, experiment: str | None = None) -> pd.DataFrame:
+    from governance.db import connect
+
+    since = since or datetime(1970, 1, 1, tzinfo=UTC)
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(OUTCOMES_SQL, {"since": since, "experiment": experiment})
+            cols = [d[0] for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+    finally:
+        conn.close()
+
+
+def report(settings=None, since=None, experiment: str | None = None) -> OnlineReport:
+    rows = outcome_rows(settings, since, experiment)
+    return OnlineReport(str(since), experiment, summarise(rows))
+
+
+def main(argv: list[str] | None = None) -> OnlineReport:
+    p = argparse.ArgumentParser(
+        prog="python -m training.online_report",
+        description="Online CTR, conversion and NDCG of clicked positions per model and variant.",
+    )
+    p.add_argument("--hours", type=float, default=24.0, help="look back this many hours")
+    p.add_argument("--experiment", default=None, help="only this experiment's lists")
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    args = p.parse_args(argv)
+    since = datetime.now(UTC) - timedelta(hours=args.hours)
+    rep = report(since=since, experiment=args.experiment)
+    print(rep.markdown())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(asdict(rep), fh, indent=2, default=str)
+    return rep
+
+
+if __name__ == "__main__":
+    main()
