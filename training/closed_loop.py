@@ -1,7 +1,7 @@
 """Closed-loop simulation: the simulator's users ask the running service for recommendations
 and click on what it serves, following the simulator's own ground-truth click model.
 
-    python -m serving.closed_loop --url http://127.0.0.1:3000 --sim data/sim --requests 400
+    python -m training.closed_loop --url http://127.0.0.1:3000 --sim data/sim --requests 400
 
 The truth comes from a simulator output folder (`truth/users.parquet`, `truth/items.parquet`,
 `truth/model.json`): each user's leaf affinities and price preference, each item's quality,
@@ -226,7 +226,7 @@ def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
 
 def main(argv: list[str] | None = None) -> ClosedLoopResult:
     p = argparse.ArgumentParser(
-        prog="python -m serving.closed_loop",
+        prog="python -m training.closed_loop",
         description="Send the simulator's users to the running service; click by the truth.",
     )
     for f in ClosedLoopArgs.__dataclass_fields__.values():
