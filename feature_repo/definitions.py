@@ -25,27 +25,44 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.stream_feature_view import StreamFeatureView
 from feast.types import Array, Float32, Float64, Int64, String
 
+# Who answers for a definition, as the Feast UI shows it: the feature pipeline's team owns the
+# entities and views; each model's team owns its feature services (the train/serve contracts).
+FEATURES_OWNER = "cartwise-features"
+RANKER_OWNER = "cartwise-ranking"
+INTENT_OWNER = "cartwise-search"
+
 # ---------------------------------------------------------------- entities
 user = Entity(
     name="user",
     join_keys=["user_id"],
     value_type=ValueType.STRING,
     description="Shopper (keyed-hash pseudonym).",
+    owner=FEATURES_OWNER,
+    tags={"pii": "pseudonymised"},
 )
 item = Entity(
-    name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="Catalogue item."
+    name="item",
+    join_keys=["item_id"],
+    value_type=ValueType.STRING,
+    description="Catalogue item.",
+    owner=FEATURES_OWNER,
+    tags={"pii": "none"},
 )
 category = Entity(
     name="category",
     join_keys=["category"],
     value_type=ValueType.STRING,
     description="Leaf category of the catalogue tree.",
+    owner=FEATURES_OWNER,
+    tags={"pii": "none"},
 )
 query = Entity(
     name="query",
     join_keys=["query"],
     value_type=ValueType.STRING,
     description="Search query, lower-cased and trimmed.",
+    owner=FEATURES_OWNER,
+    tags={"pii": "free text"},
 )
 
 
@@ -63,34 +80,118 @@ user_stats = FeatureView(
     entities=[user],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="impressions_1h", dtype=Int64),
-        Field(name="clicks_1h", dtype=Int64),
-        Field(name="ctr_1h", dtype=Float64),
-        Field(name="impressions_1d", dtype=Int64),
-        Field(name="clicks_1d", dtype=Int64),
-        Field(name="ctr_1d", dtype=Float64),
-        Field(name="impressions_7d", dtype=Int64),
-        Field(name="clicks_7d", dtype=Int64),
-        Field(name="ctr_7d", dtype=Float64),
-        Field(name="impressions_30d", dtype=Int64),
-        Field(name="clicks_30d", dtype=Int64),
-        Field(name="ctr_30d", dtype=Float64),
-        Field(name="purchases_30d", dtype=Int64),
-        Field(name="units_30d", dtype=Int64),
-        Field(name="spend_30d", dtype=Float64),
-        Field(name="avg_price_paid_30d", dtype=Float64),
-        Field(name="last_event_ts_s", dtype=Int64),
-        Field(name="top_category_1", dtype=String),
-        Field(name="top_category_1_share", dtype=Float64),
-        Field(name="top_category_2", dtype=String),
-        Field(name="top_category_2_share", dtype=Float64),
-        Field(name="top_category_3", dtype=String),
-        Field(name="top_category_3_share", dtype=Float64),
-        Field(name="most_active_hour", dtype=Int64),
-        Field(name="active_hour_share", dtype=Float64),
-        Field(name="active_hours_count", dtype=Int64),
+        Field(
+            name="impressions_1h", dtype=Int64, description="Items shown to the user in [T-1h, T)."
+        ),
+        Field(name="clicks_1h", dtype=Int64, description="Clicks by the user in [T-1h, T)."),
+        Field(
+            name="ctr_1h",
+            dtype=Float64,
+            description="clicks_1h / impressions_1h (0 when no impression).",
+        ),
+        Field(
+            name="impressions_1d", dtype=Int64, description="Items shown to the user in [T-1d, T)."
+        ),
+        Field(name="clicks_1d", dtype=Int64, description="Clicks by the user in [T-1d, T)."),
+        Field(
+            name="ctr_1d",
+            dtype=Float64,
+            description="clicks_1d / impressions_1d (0 when no impression).",
+        ),
+        Field(
+            name="impressions_7d", dtype=Int64, description="Items shown to the user in [T-7d, T)."
+        ),
+        Field(name="clicks_7d", dtype=Int64, description="Clicks by the user in [T-7d, T)."),
+        Field(
+            name="ctr_7d",
+            dtype=Float64,
+            description="clicks_7d / impressions_7d (0 when no impression).",
+        ),
+        Field(
+            name="impressions_30d",
+            dtype=Int64,
+            description="Items shown to the user in [T-30d, T).",
+        ),
+        Field(name="clicks_30d", dtype=Int64, description="Clicks by the user in [T-30d, T)."),
+        Field(
+            name="ctr_30d",
+            dtype=Float64,
+            description="clicks_30d / impressions_30d (0 when no impression).",
+        ),
+        Field(
+            name="purchases_30d",
+            dtype=Int64,
+            description="Purchase events by the user in [T-30d, T).",
+        ),
+        Field(
+            name="units_30d",
+            dtype=Int64,
+            description="Units bought by the user in [T-30d, T) (quantity, 1 when missing).",
+        ),
+        Field(
+            name="spend_30d",
+            dtype=Float64,
+            description="Money spent by the user in [T-30d, T): sum of quantity * unit price.",
+        ),
+        Field(
+            name="avg_price_paid_30d",
+            dtype=Float64,
+            description="spend_30d / units_30d: average unit price paid (null: no purchase).",
+        ),
+        Field(
+            name="last_event_ts_s",
+            dtype=Int64,
+            description="Unix seconds (UTC) of the user's last clean event before T.",
+        ),
+        Field(
+            name="top_category_1",
+            dtype=String,
+            description="Category with most of the user's interactions in [T-30d, T).",
+        ),
+        Field(
+            name="top_category_1_share",
+            dtype=Float64,
+            description="Share of the user's 30-day interactions in top_category_1.",
+        ),
+        Field(
+            name="top_category_2",
+            dtype=String,
+            description="Second category by the user's interactions in [T-30d, T).",
+        ),
+        Field(
+            name="top_category_2_share",
+            dtype=Float64,
+            description="Share of the user's 30-day interactions in top_category_2.",
+        ),
+        Field(
+            name="top_category_3",
+            dtype=String,
+            description="Third category by the user's interactions in [T-30d, T).",
+        ),
+        Field(
+            name="top_category_3_share",
+            dtype=Float64,
+            description="Share of the user's 30-day interactions in top_category_3.",
+        ),
+        Field(
+            name="most_active_hour",
+            dtype=Int64,
+            description="UTC hour of day (0-23) with most of the user's events in [T-30d, T).",
+        ),
+        Field(
+            name="active_hour_share",
+            dtype=Float64,
+            description="Share of the user's 30-day events in most_active_hour.",
+        ),
+        Field(
+            name="active_hours_count",
+            dtype=Int64,
+            description="Distinct UTC hours of day the user was active in [T-30d, T).",
+        ),
     ],
     source=_source("user_features"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "user_features"},
     online=True,
     description="User activity at hourly snapshots, windows [T-w, T) of clean events.",
 )
@@ -100,23 +201,73 @@ item_stats = FeatureView(
     entities=[item],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="item_category", dtype=String),
-        Field(name="item_impressions_7d", dtype=Int64),
-        Field(name="item_clicks_7d", dtype=Int64),
-        Field(name="item_ctr_smoothed_7d", dtype=Float64),
-        Field(name="item_impressions_30d", dtype=Int64),
-        Field(name="item_clicks_30d", dtype=Int64),
-        Field(name="item_ctr_smoothed_30d", dtype=Float64),
-        Field(name="item_add_to_cart_rate_30d", dtype=Float64),
-        Field(name="item_conversion_rate_30d", dtype=Float64),
-        Field(name="item_purchases_30d", dtype=Int64),
-        Field(name="item_popularity_trend", dtype=Float64),
-        Field(name="item_price", dtype=Float64),
-        Field(name="item_price_rel_category", dtype=Float64),
-        Field(name="item_listed_at_s", dtype=Int64),
-        Field(name="item_age_days", dtype=Float64),
+        Field(
+            name="item_category",
+            dtype=String,
+            description="Leaf category of the item (current catalogue row).",
+        ),
+        Field(
+            name="item_impressions_7d",
+            dtype=Int64,
+            description="Times the item was shown in [T-7d, T).",
+        ),
+        Field(name="item_clicks_7d", dtype=Int64, description="Clicks on the item in [T-7d, T)."),
+        Field(
+            name="item_ctr_smoothed_7d",
+            dtype=Float64,
+            description="7-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k).",
+        ),
+        Field(
+            name="item_impressions_30d",
+            dtype=Int64,
+            description="Times the item was shown in [T-30d, T).",
+        ),
+        Field(name="item_clicks_30d", dtype=Int64, description="Clicks on the item in [T-30d, T)."),
+        Field(
+            name="item_ctr_smoothed_30d",
+            dtype=Float64,
+            description="30-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k).",
+        ),
+        Field(
+            name="item_add_to_cart_rate_30d",
+            dtype=Float64,
+            description="Add-to-carts / (clicks + views) on the item in [T-30d, T).",
+        ),
+        Field(
+            name="item_conversion_rate_30d",
+            dtype=Float64,
+            description="Purchases / (clicks + views) of the item in [T-30d, T).",
+        ),
+        Field(
+            name="item_purchases_30d",
+            dtype=Int64,
+            description="Purchase events of the item in [T-30d, T).",
+        ),
+        Field(
+            name="item_popularity_trend",
+            dtype=Float64,
+            description="Daily interactions over 7 days / over 30 days (>1: rising).",
+        ),
+        Field(name="item_price", dtype=Float64, description="Current unit price of the item."),
+        Field(
+            name="item_price_rel_category",
+            dtype=Float64,
+            description="item_price / median price of the item's category.",
+        ),
+        Field(
+            name="item_listed_at_s",
+            dtype=Int64,
+            description="Unix seconds (UTC) when the item was listed.",
+        ),
+        Field(
+            name="item_age_days",
+            dtype=Float64,
+            description="Days from listing to T (0 when listed later).",
+        ),
     ],
     source=_source("item_features"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "item_features"},
     online=True,
     description="Item engagement (smoothed CTR, cart and conversion rates, trend) and price.",
 )
@@ -126,15 +277,42 @@ category_stats = FeatureView(
     entities=[category],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="cat_impressions_30d", dtype=Int64),
-        Field(name="cat_clicks_30d", dtype=Int64),
-        Field(name="cat_ctr_smoothed_30d", dtype=Float64),
-        Field(name="cat_purchases_30d", dtype=Int64),
-        Field(name="cat_n_items", dtype=Int64),
-        Field(name="cat_median_price", dtype=Float64),
+        Field(
+            name="cat_impressions_30d",
+            dtype=Int64,
+            description="Impressions of the category's items in [T-30d, T).",
+        ),
+        Field(
+            name="cat_clicks_30d",
+            dtype=Int64,
+            description="Clicks on the category's items in [T-30d, T).",
+        ),
+        Field(
+            name="cat_ctr_smoothed_30d",
+            dtype=Float64,
+            description="30-day category CTR shrunk to the prior, as item_ctr_smoothed_30d.",
+        ),
+        Field(
+            name="cat_purchases_30d",
+            dtype=Int64,
+            description="Purchase events of the category's items in [T-30d, T).",
+        ),
+        Field(
+            name="cat_n_items",
+            dtype=Int64,
+            description="Items in the category in the current catalogue.",
+        ),
+        Field(
+            name="cat_median_price",
+            dtype=Float64,
+            description="Median current price of the category's items.",
+        ),
     ],
     source=_source("category_features"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "category_features"},
     online=True,
+    description="Category engagement of its items in 30 days, size and median price.",
 )
 
 user_category_affinity = FeatureView(
@@ -142,12 +320,30 @@ user_category_affinity = FeatureView(
     entities=[user, category],
     ttl=timedelta(days=30),
     schema=[
-        Field(name="uc_interactions_30d", dtype=Int64),
-        Field(name="uc_clicks_30d", dtype=Int64),
-        Field(name="uc_purchases_30d", dtype=Int64),
-        Field(name="uc_affinity_30d", dtype=Float64),
+        Field(
+            name="uc_interactions_30d",
+            dtype=Int64,
+            description="User's views, clicks, carts and purchases in the category in [T-30d, T).",
+        ),
+        Field(
+            name="uc_clicks_30d",
+            dtype=Int64,
+            description="User's clicks in the category in [T-30d, T).",
+        ),
+        Field(
+            name="uc_purchases_30d",
+            dtype=Int64,
+            description="User's purchases in the category in [T-30d, T).",
+        ),
+        Field(
+            name="uc_affinity_30d",
+            dtype=Float64,
+            description="uc_interactions_30d / all the user's interactions in [T-30d, T).",
+        ),
     ],
     source=_source("user_category_features"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "user_category_features"},
     online=True,
     description="Share of the user's last-30-day interactions that fell in the category.",
 )
@@ -157,18 +353,56 @@ query_stats = FeatureView(
     entities=[query],
     ttl=timedelta(days=90),
     schema=[
-        Field(name="searches_30d", dtype=Int64),
-        Field(name="query_clicks_30d", dtype=Int64),
-        Field(name="query_ctr_30d", dtype=Float64),
-        Field(name="n_clicked_categories", dtype=Int64),
-        Field(name="q_top_category_1", dtype=String),
-        Field(name="q_top_category_1_share", dtype=Float64),
-        Field(name="q_top_category_2", dtype=String),
-        Field(name="q_top_category_2_share", dtype=Float64),
-        Field(name="labelled_intent", dtype=String),
-        Field(name="labelled_category", dtype=String),
+        Field(
+            name="searches_30d",
+            dtype=Int64,
+            description="Searches for the query in [T-30d, T) (rows only for >= min searches).",
+        ),
+        Field(
+            name="query_clicks_30d",
+            dtype=Int64,
+            description="Clicks on items from the query's results in [T-30d, T).",
+        ),
+        Field(name="query_ctr_30d", dtype=Float64, description="query_clicks_30d / searches_30d."),
+        Field(
+            name="n_clicked_categories",
+            dtype=Int64,
+            description="Distinct categories clicked from the query's results in [T-30d, T).",
+        ),
+        Field(
+            name="q_top_category_1",
+            dtype=String,
+            description="Category most clicked from the query's results in [T-30d, T).",
+        ),
+        Field(
+            name="q_top_category_1_share",
+            dtype=Float64,
+            description="Share of the query's 30-day clicks in q_top_category_1.",
+        ),
+        Field(
+            name="q_top_category_2",
+            dtype=String,
+            description="Second category by clicks from the query's results in [T-30d, T).",
+        ),
+        Field(
+            name="q_top_category_2_share",
+            dtype=Float64,
+            description="Share of the query's 30-day clicks in q_top_category_2.",
+        ),
+        Field(
+            name="labelled_intent",
+            dtype=String,
+            description="Most frequent human label of the query's intent (null: unlabelled).",
+        ),
+        Field(
+            name="labelled_category",
+            dtype=String,
+            description="Category labelled with that intent (null: unlabelled or none).",
+        ),
     ],
     source=_source("query_features"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "query_features"},
     online=True,
     description="Frequent queries: categories their searchers click, labelled intent.",
 )
@@ -177,8 +411,16 @@ item_title_embedding = FeatureView(
     name="item_title_embedding",
     entities=[item],
     ttl=timedelta(0),  # never expires: valid until the title changes
-    schema=[Field(name="title_embedding", dtype=Array(Float32))],
+    schema=[
+        Field(
+            name="title_embedding",
+            dtype=Array(Float32),
+            description="all-MiniLM-L6-v2 mean-pooled, L2-normalised title embedding (384 floats).",
+        )
+    ],
     source=_source("item_embeddings"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "item_embeddings"},
     online=True,
     description="all-MiniLM-L6-v2 mean-pooled, L2-normalised title embedding (384).",
 )
@@ -187,8 +429,16 @@ user_recent_embedding = FeatureView(
     name="user_recent_embedding",
     entities=[user],
     ttl=timedelta(days=30),
-    schema=[Field(name="recent_items_embedding", dtype=Array(Float32))],
+    schema=[
+        Field(
+            name="recent_items_embedding",
+            dtype=Array(Float32),
+            description="Mean title embedding of the user's last 20 viewed/clicked/carted items.",
+        )
+    ],
     source=_source("user_embeddings"),
+    owner=FEATURES_OWNER,
+    tags={"layer": "batch", "table": "user_embeddings"},
     online=True,
     description="Mean title embedding of the user's last 20 viewed/clicked/carted items.",
 )
@@ -202,6 +452,8 @@ user_session_push = PushSource(
         timestamp_field="event_timestamp",
     ),
     description="Session state pushed by features.realtime as events arrive (online only).",
+    owner=FEATURES_OWNER,
+    tags={"layer": "push", "table": "user_session_features"},
 )
 
 user_session = StreamFeatureView(
@@ -210,37 +462,83 @@ user_session = StreamFeatureView(
     entities=[user],
     ttl=timedelta(hours=2),
     schema=[
-        Field(name="session_events", dtype=Int64),
-        Field(name="session_views", dtype=Int64),
-        Field(name="session_clicks", dtype=Int64),
-        Field(name="session_add_to_carts", dtype=Int64),
-        Field(name="session_searches", dtype=Int64),
-        Field(name="last_viewed_items", dtype=String),
-        Field(name="last_viewed_categories", dtype=String),
+        Field(
+            name="session_events",
+            dtype=Int64,
+            description="Clean non-impression events so far in the user's current session.",
+        ),
+        Field(name="session_views", dtype=Int64, description="Views so far in the session."),
+        Field(name="session_clicks", dtype=Int64, description="Clicks so far in the session."),
+        Field(
+            name="session_add_to_carts",
+            dtype=Int64,
+            description="Add-to-carts so far in the session.",
+        ),
+        Field(name="session_searches", dtype=Int64, description="Searches so far in the session."),
+        Field(
+            name="last_viewed_items",
+            dtype=String,
+            description="Session's last 5 viewed/clicked/carted items, newest first, '|'-joined.",
+        ),
+        Field(
+            name="last_viewed_categories",
+            dtype=String,
+            description="Categories of last_viewed_items, same order ('|'-joined, as the items).",
+        ),
     ],
     timestamp_field="event_timestamp",
     online=True,
     offline=False,
+    owner=FEATURES_OWNER,
+    tags={"layer": "stream", "pushed_by": "features.realtime"},
     description="Fast session features; same values offline from user_session_features.",
 )
 
 # ---------------------------------------------------------------- on-demand views
+# Feast 0.67 checks an on-demand view's declared output Fields against the ones it infers from the
+# UDF, and Field equality includes the description, so a described output Field fails `feast
+# apply`. Each on-demand view's description therefore names and describes its outputs instead.
 request_context = RequestSource(
     name="request_context",
-    schema=[Field(name="request_ts_s", dtype=Int64)],
+    schema=[
+        Field(
+            name="request_ts_s",
+            dtype=Int64,
+            description="Unix seconds (UTC) of the request, or of the label in a training set.",
+        )
+    ],
     description="Unix seconds (UTC) of the request, or of the label in a training set.",
+    owner=FEATURES_OWNER,
+    tags={"layer": "request"},
 )
 query_request = RequestSource(
     name="query_request",
-    schema=[Field(name="query_embedding", dtype=Array(Float32))],
+    schema=[
+        Field(
+            name="query_embedding",
+            dtype=Array(Float32),
+            description="MiniLM embedding of the request's query (384 floats).",
+        )
+    ],
     description="MiniLM embedding of the request's query (features.embeddings.embed_texts).",
+    owner=FEATURES_OWNER,
+    tags={"layer": "request"},
 )
 
 
 @on_demand_feature_view(
     sources=[request_context],
-    schema=[Field(name="hour_of_day", dtype=Int64), Field(name="day_of_week", dtype=Int64)],
+    schema=[
+        Field(name="hour_of_day", dtype=Int64),
+        Field(name="day_of_week", dtype=Int64),
+    ],
     mode="python",
+    description=(
+        "hour_of_day: UTC hour of the request (0-23); day_of_week: Day of week of the request in "
+        "UTC (Monday = 0)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def request_time_features(inputs: dict) -> dict:
     """UTC hour (0-23) and ISO day of week - 1 (Monday = 0) of the request."""
@@ -255,6 +553,11 @@ def request_time_features(inputs: dict) -> dict:
     sources=[user_stats[["last_event_ts_s"]], request_context],
     schema=[Field(name="seconds_since_last_activity", dtype=Float64)],
     mode="python",
+    description=(
+        "seconds_since_last_activity: Request time - last_event_ts_s in seconds (-1: unknown)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def user_recency(inputs: dict) -> dict:
     """Request time - the user's last clean event before their latest snapshot (-1: unknown)."""
@@ -273,6 +576,12 @@ def user_recency(inputs: dict) -> dict:
         Field(name="price_minus_user_avg", dtype=Float64),
     ],
     mode="python",
+    description=(
+        "price_to_user_avg: item_price / avg_price_paid_30d (-1: unknown); price_minus_user_avg: "
+        "item_price - avg_price_paid_30d (0: unknown)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def price_vs_user_avg(inputs: dict) -> dict:
     """Item price against the user's average unit price paid in 30 days (-1 / 0: unknown)."""
@@ -288,6 +597,9 @@ def price_vs_user_avg(inputs: dict) -> dict:
     sources=[item_title_embedding, query_request],
     schema=[Field(name="query_item_cosine", dtype=Float64)],
     mode="python",
+    description="query_item_cosine: Cosine of query_embedding and title_embedding (0: unknown).",
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def query_item_similarity(inputs: dict) -> dict:
     """Cosine between the request's query embedding and the item title embedding (0: unknown)."""
@@ -309,6 +621,11 @@ def query_item_similarity(inputs: dict) -> dict:
     sources=[item_title_embedding, user_recent_embedding],
     schema=[Field(name="user_item_cosine", dtype=Float64)],
     mode="python",
+    description=(
+        "user_item_cosine: Cosine of recent_items_embedding and title_embedding (0: unknown)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def user_item_similarity(inputs: dict) -> dict:
     """Cosine between the user's recent-items embedding and the item title (0: unknown)."""
@@ -336,6 +653,13 @@ def user_item_similarity(inputs: dict) -> dict:
         Field(name="session_category_rank", dtype=Int64),
     ],
     mode="python",
+    description=(
+        "item_in_session_categories: 1 when the item's category was viewed earlier in the "
+        "session, else 0; session_category_rank: Recency rank of the item's category in the "
+        "session (1: latest; 0: none)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
 )
 def session_category_match(inputs: dict) -> dict:
     """Whether the item's category was viewed earlier in the session, and how recently.
@@ -370,6 +694,7 @@ ranker_v1 = FeatureService(
         price_vs_user_avg,
         user_item_similarity,
     ],
+    owner=RANKER_OWNER,
     tags={"model": "ranker", "version": "1"},
     description="Ranker contract: one row per (user, item) candidate at a request time.",
 )
@@ -389,6 +714,7 @@ ranker_v2 = FeatureService(
         user_item_similarity,
         session_category_match,
     ],
+    owner=RANKER_OWNER,
     tags={"model": "ranker", "version": "2"},
     description="ranker_v1 + whether the item's category was viewed earlier in the session.",
 )
@@ -397,6 +723,7 @@ ranker_v2 = FeatureService(
 intent_v1 = FeatureService(
     name="intent_v1",
     features=[query_stats, request_time_features],
+    owner=INTENT_OWNER,
     tags={"model": "intent", "version": "1"},
     description="Query-level features for the intent classifier.",
 )

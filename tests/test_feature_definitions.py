@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from feast import Entity, FeatureService, FeatureView, RequestSource
+from feast.on_demand_feature_view import OnDemandFeatureView
 
 REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 
@@ -40,3 +42,39 @@ def test_ranker_v2_is_ranker_v1_plus_the_session_match(definitions):
     names = lambda service: {p.name for p in service.feature_view_projections}  # noqa: E731
     v1, v2 = names(definitions.ranker_v1), names(definitions.ranker_v2)
     assert v2 - v1 == {"session_category_match"} and v1 <= v2
+
+
+def _definitions_of(definitions, kind):
+    return [v for v in vars(definitions).values() if isinstance(v, kind)]
+
+
+def test_every_field_says_what_it_holds(definitions):
+    fields = [
+        (view.name, field)
+        for view in _definitions_of(definitions, FeatureView)
+        for field in view.features
+    ]
+    fields += [
+        (source.name, field)
+        for source in _definitions_of(definitions, RequestSource)
+        for field in source.schema
+    ]
+    assert len(fields) > 60
+    bare = [f"{view}.{field.name}" for view, field in fields if not field.description.strip()]
+    # Feast rejects described output Fields of on-demand views (feature_repo/definitions.py
+    # says why): there the view's description names and describes each output.
+    for view in _definitions_of(definitions, OnDemandFeatureView):
+        described = {part.split(":")[0].strip() for part in view.description.split(";")}
+        bare += [f"{view.name}.{f.name}" for f in view.features if f.name not in described]
+    assert bare == []
+
+
+def test_every_entity_view_and_service_has_an_owner_and_tags(definitions):
+    objects = [
+        obj
+        for kind in (Entity, FeatureView, OnDemandFeatureView, FeatureService)
+        for obj in _definitions_of(definitions, kind)
+    ]
+    names = {obj.name for obj in objects}
+    assert {"user", "user_stats", "user_session", "price_vs_user_avg", "ranker_v2"} <= names
+    assert [o.name for o in objects if not o.owner or not o.tags] == []
