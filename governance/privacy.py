@@ -11,8 +11,7 @@ import hmac
 
 import pandas as pd
 
-PSEUDONYM_PREFIX = "u_"
-PSEUDONYM_HEX_CHARS = 20
+from governance.schemas import PSEUDONYM_HEX_CHARS, PSEUDONYM_PREFIX
 
 
 def pseudonymise(identifier: str, key: str) -> str:

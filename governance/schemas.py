@@ -5,7 +5,9 @@ the HTTP `/events` endpoint all validate through them (see `governance.validatio
 that is good in one entry point is good in all. `docs/data-contract.md` is the prose form.
 
 Each `*Record` model describes an incoming row, before pseudonymisation; each `Clean*` model
-describes the row as stored in PostgreSQL.
+describes the row as stored in PostgreSQL. The column lists and vocabularies every other module
+uses (the simulator, the Online Retail adapter, ingest, the `/events` endpoint) are defined here,
+next to the models, and derived from them where a model holds them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 EVENT_TYPES = ("impression", "search", "view", "click", "add_to_cart", "purchase", "return")
+# The search intents, in one order everywhere: the simulator's templates, the labelled queries,
+# the weak labels and the intent classifier all use this set.
 INTENTS = ("buy_product", "browse_category", "compare_prices", "product_info")
 
 # Personal data a shop may send with a user; accepted in the file and dropped before validation,
@@ -27,7 +31,11 @@ UTC_TS = {"unit": "ns", "tz": "UTC"}
 # Arrow-backed strings: null checks read a bitmap and string kernels run in C++, where object
 # strings cost a Python call per cell (a third of ingest time at a million rows).
 Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
-PSEUDONYM_REGEX = r"^u_[0-9a-f]{20}$"
+# A user pseudonym: the prefix and the first hex characters of an HMAC-SHA256
+# (governance.privacy makes them; the Clean* models require them).
+PSEUDONYM_PREFIX = "u_"
+PSEUDONYM_HEX_CHARS = 20
+PSEUDONYM_REGEX = rf"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
 
 
 # Text is stripped and empty text becomes null while parsing (governance.validation), so a
@@ -166,3 +174,20 @@ CLEAN_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "events": CleanEvents,
     "labelled_queries": CleanLabelledQueries,
 }
+
+
+def columns(model: type[pa.DataFrameModel]) -> list[str]:
+    """The model's columns in declaration order (an inherited column keeps its place)."""
+    return list(model.to_schema().columns)
+
+
+# The raw files' header rows (docs/data-contract.md). A users file may also carry personal data,
+# which validation drops first; the simulator writes it so that the drop is exercised.
+EVENT_COLUMNS = columns(EventRecord)
+ITEM_COLUMNS = columns(ItemRecord)
+LABELLED_QUERY_COLUMNS = columns(LabelledQueryRecord)
+USER_COLUMNS = columns(UserRecord)
+USER_FILE_COLUMNS = ["user_id", "email", "full_name", "address", *USER_COLUMNS[1:]]
+
+# The stored tables' columns, in the order ingest loads them.
+TABLE_COLUMNS = {table: columns(model) for table, model in CLEAN_MODELS.items()}

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from governance import catalog
 from governance.simulate import EVENT_COLUMNS, EVENT_TYPES, SimConfig, main, simulate
+from governance.simulate import vocabulary as catalog
 
 TINY = dict(events=20_000, n_users=300, n_items=200, days=2)
 START = datetime(2026, 9, 1, tzinfo=UTC)

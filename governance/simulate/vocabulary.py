@@ -1,6 +1,6 @@
 """The simulated shop's catalogue vocabulary: category tree, brands, title words, query templates.
 
-Kept apart from `governance.simulate` so the behaviour code stays readable; everything here is
+Kept apart from the simulator's behaviour code so that stays readable; everything here is
 plain data plus two small text helpers that take the caller's numpy Generator (so the simulator
 stays deterministic).
 """
@@ -8,6 +8,8 @@ stays deterministic).
 from __future__ import annotations
 
 import numpy as np
+
+from governance.schemas import INTENTS  # noqa: F401 - QUERY_TEMPLATES has one key per intent
 
 # (category_path, product nouns, descriptors, median price in EUR, log-normal sigma).
 # Leaf names are unique across the tree because the contract names a category by its leaf.
@@ -358,7 +360,6 @@ VARIANTS: dict[str, list[str]] = {
     "Toys & Games": ["Ages 6+", "Ages 8+", "Ages 12+", "Family Edition"],
 }
 
-INTENTS = ["buy_product", "browse_category", "compare_prices", "product_info"]
 
 # {noun}, {leaf}, {brand}, {brand2}, {desc}, {variant}, {price}, {dept} are filled per query.
 QUERY_TEMPLATES: dict[str, list[str]] = {

@@ -1,0 +1,3 @@
+from governance.simulate.run import main
+
+main()
