@@ -37,31 +37,12 @@ from governance import cleaning
 from governance.db import connect
 from governance.privacy import pseudonymise, pseudonymise_series
 from governance.report import build_quality, write_report
-from governance.schemas import PII_COLUMNS, RECORD_MODELS
+from governance.schemas import PII_COLUMNS, RECORD_MODELS, TABLE_COLUMNS
 from governance.settings import Settings, get_settings
 from governance.validation import validate
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = {
-    "users": ["user_id", "country", "signup_at"],
-    "items": ["item_id", "title", "category_path", "category", "brand", "price", "listed_at"],
-    "events": [
-        "event_id",
-        "user_id",
-        "session_id",
-        "event_type",
-        "item_id",
-        "query",
-        "position",
-        "list_id",
-        "quantity",
-        "price",
-        "event_ts",
-        "is_bot",
-    ],
-    "labelled_queries": ["query", "intent", "category", "source"],
-}
 KEYS = {
     "users": ["user_id"],
     "items": ["item_id"],

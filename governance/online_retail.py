@@ -98,6 +98,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from governance.schemas import EVENT_COLUMNS, ITEM_COLUMNS, USER_FILE_COLUMNS
+
 SOURCE_COLUMNS = [
     "InvoiceNo",
     "StockCode",
@@ -109,21 +111,6 @@ SOURCE_COLUMNS = [
     "Country",
 ]
 
-USERS_COLUMNS = ["user_id", "email", "full_name", "address", "country", "signup_at"]
-ITEMS_COLUMNS = ["item_id", "title", "category_path", "brand", "price", "listed_at"]
-EVENTS_COLUMNS = [
-    "event_id",
-    "user_id",
-    "session_id",
-    "event_type",
-    "item_id",
-    "query",
-    "position",
-    "list_id",
-    "quantity",
-    "price",
-    "event_ts",
-]
 REJECTED_COLUMNS = ["table", "row_number", "raw", "reasons"]
 
 NON_PRODUCT_CODES = frozenset(
@@ -823,7 +810,7 @@ def _build_users(lines: pd.DataFrame, customer: pd.Series, event_ts: pd.Series) 
         {"user_id": customer[known], "country": lines["Country"][known], "ts": event_ts[known]}
     )
     if frame.empty:
-        return pd.DataFrame(columns=USERS_COLUMNS, dtype=object)
+        return pd.DataFrame(columns=USER_FILE_COLUMNS, dtype=object)
     # ISO text with a fixed offset sorts like the time itself.
     signup = frame.dropna(subset=["ts"]).groupby("user_id")["ts"].min()
     country_counts = (
@@ -846,7 +833,7 @@ def _build_users(lines: pd.DataFrame, customer: pd.Series, event_ts: pd.Series) 
     users["address"] = None
     users["country"] = country.reindex(ids)
     users["signup_at"] = signup.reindex(ids)
-    return _nullify(users.reset_index())[USERS_COLUMNS]
+    return _nullify(users.reset_index())[USER_FILE_COLUMNS]
 
 
 def _build_items(kept: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -890,7 +877,7 @@ def _build_items(kept: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         "item_without_title": int(items["title"].isna().sum()),
         "item_without_price": int(items["price"].isna().sum()),
     }
-    return _nullify(items.reset_index())[ITEMS_COLUMNS], hits
+    return _nullify(items.reset_index())[ITEM_COLUMNS], hits
 
 
 def map_lines(source: pd.DataFrame, *, drop_duplicate_lines: bool = False) -> RetailBatch:
@@ -980,7 +967,7 @@ def map_lines(source: pd.DataFrame, *, drop_duplicate_lines: bool = False) -> Re
     return RetailBatch(
         users=_build_users(lines, customer, event_ts),
         items=items,
-        events=_nullify(events.reset_index(drop=True))[EVENTS_COLUMNS],
+        events=_nullify(events.reset_index(drop=True))[EVENT_COLUMNS],
         rejected=rejected,
         rule_hits=rule_hits,
         rows_read=len(lines),

@@ -21,21 +21,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from governance.schemas import EVENT_COLUMNS as EVENT_FIELDS
 
-EVENT_FIELDS = [
-    "event_id",
-    "user_id",
-    "session_id",
-    "event_type",
-    "item_id",
-    "query",
-    "position",
-    "list_id",
-    "quantity",
-    "price",
-    "event_ts",
-]
+log = logging.getLogger(__name__)
 
 
 class Unavailable(RuntimeError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from governance import privacy, schemas
 from governance.db import connect
 from governance.ingest import ingest_frame, ingest_online_retail
 from governance.settings import Settings
@@ -81,3 +83,13 @@ def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
     finally:
         assert stop_embedded_server(tmp_path / "data")
     assert not stop_embedded_server(tmp_path / "data")  # really stopped: nothing left to stop
+
+
+def test_the_contract_column_lists_come_from_the_models():
+    assert schemas.EVENT_COLUMNS[0] == "event_id" and "is_bot" not in schemas.EVENT_COLUMNS
+    assert schemas.TABLE_COLUMNS["events"] == [*schemas.EVENT_COLUMNS, "is_bot"]
+    # The users file = the model's columns plus the personal data validation drops.
+    personal = [c for c in schemas.USER_FILE_COLUMNS if c not in schemas.USER_COLUMNS]
+    assert personal and set(personal) <= set(schemas.PII_COLUMNS)
+    pseudonym = privacy.pseudonymise("C0000001", "a key")
+    assert re.fullmatch(schemas.PSEUDONYM_REGEX, pseudonym) and privacy.is_pseudonym(pseudonym)

@@ -32,10 +32,7 @@ import pandas as pd
 import pytest
 
 from governance.online_retail import (
-    EVENTS_COLUMNS,
-    ITEMS_COLUMNS,
     SOURCE_COLUMNS,
-    USERS_COLUMNS,
     RetailBatch,
     categorise,
     load_online_retail,
@@ -43,6 +40,9 @@ from governance.online_retail import (
     map_lines,
     read_source,
 )
+from governance.schemas import EVENT_COLUMNS as EVENTS_COLUMNS
+from governance.schemas import ITEM_COLUMNS as ITEMS_COLUMNS
+from governance.schemas import USER_FILE_COLUMNS as USERS_COLUMNS
 
 SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
 NON_PRODUCT = {"POST", "DOT", "C2", "M", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"}
