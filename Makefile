@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 DATA ?= data
 DEMO_EVENTS ?= 300000
 DEMO_DAYS ?= 14
-RETAIL ?= ../shared/data/online_retail/online_retail.csv.gz
+# The UCI Online Retail log ships with the project (data_sets/online_retail/README.md).
+RETAIL ?= data_sets/online_retail/online_retail.csv.gz
 # Sizes that train both models in minutes on 2 CPUs; `make train` runs full sizes.
 DEMO_TRAIN_ARGS ?= --intent-max-steps 150 --ranker-list-sample 0.3 --ranker-epochs 4
 # The demo runs on embedded defaults: no DATABASE_URL/REDIS_URL, everything under $(DATA).
@@ -45,7 +46,8 @@ test: venv services lint  ## lint, then run the test suite against real PostgreS
 demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_URL/REDIS_URL)
 	$(EMBEDDED) $(PY) -m governance.db migrate
 	# The simulated shop ends yesterday, so its features are fresh for the online store.
-	$(EMBEDDED) $(PY) -m governance.simulate --out $(DATA)/sim --events $(DEMO_EVENTS) --days $(DEMO_DAYS) \
+	$(EMBEDDED) $(PY) -m governance.simulate --out $(DATA)/sim --preset demo \
+	  --events $(DEMO_EVENTS) --days $(DEMO_DAYS) \
 	  --start $$(date -u -d "-$$(( $(DEMO_DAYS) + 1 )) days" +%F)
 	$(EMBEDDED) $(PY) -m governance.ingest sim $(DATA)/sim > $(DATA)/ingest-sim.jsonl
 	@if [ -f "$(RETAIL)" ]; then \
