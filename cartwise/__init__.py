@@ -1,0 +1,1 @@
+"""The `cartwise` command: one entry point for the project's programs (see cartwise.cli)."""
