@@ -75,3 +75,28 @@ def test_per_list_skips_lists_without_positives():
     assert out["lists_evaluated"] == 1
     assert out["recall@2"] == 0.0
     assert out["ndcg@10"] == pytest.approx(1 / np.log2(4))
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = m.bootstrap_ci(rng.random(50), seed=1)
+    large = m.bootstrap_ci(rng.random(5000), seed=1)
+    assert small.low < small.mean < small.high
+    assert large.high - large.low < (small.high - small.low) / 3
+    assert m.bootstrap_ci([1.0, float("nan"), 3.0]).n == 2
+    v = rng.random(50)
+    assert m.bootstrap_ci(v, seed=1) == m.bootstrap_ci(v, seed=1)
+
+
+def test_paired_ratio_and_t_interval():
+    rng = np.random.default_rng(0)
+    base = rng.random(2000)
+    ratio = m.paired_bootstrap_ci(base * 1.2, base, seed=0)
+    assert ratio.mean == pytest.approx(1.2)
+    assert ratio.low == pytest.approx(1.2) and ratio.high == pytest.approx(1.2)
+    noisy = m.paired_bootstrap_ci(base + rng.normal(0, 0.1, 2000), base, seed=0)
+    assert noisy.low < noisy.mean < noisy.high
+    t = m.t_interval([0.5, 0.6, 0.7])
+    assert t.mean == pytest.approx(0.6)
+    # t(2 df) 97.5% quantile is 4.303; sd 0.1, n 3.
+    assert t.high - t.mean == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-3)

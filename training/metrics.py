@@ -7,6 +7,7 @@ are averaged per request list, because a ranker is judged on how it orders one p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -140,3 +141,75 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence)
         "confusion": confusion(y_true, y_pred, labels).tolist(),
         "labels": list(labels),
     }
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float = 0.95
+    method: str = "bootstrap"
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Percentile bootstrap of the mean over units (customers, sessions, queries).
+
+    NaNs (units a metric says nothing about) are dropped first."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Interval(float(v.mean()), float(low), float(high), len(v), level)
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Bootstrap interval of mean(a) / mean(b) over the same units resampled together, so
+    a model and its baseline are compared on identical customers in every resample."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) == 0 or b.sum() == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), len(a), level, "paired ratio")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    ratios = a[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), 1e-12)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return Interval(
+        float(a.mean() / b.mean()), float(low), float(high), len(a), level, "paired ratio"
+    )
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean and Student-t interval over repeated splits or folds (few values, so not a
+    bootstrap)."""
+    from scipy import stats  # scipy comes with scikit-learn; only this function needs it
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level, "t")
+    if n == 1:
+        return Interval(float(v[0]), float("nan"), float("nan"), 1, level, "t")
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n)
+    return Interval(float(v.mean()), float(v.mean() - half), float(v.mean() + half), n, level, "t")
