@@ -51,7 +51,7 @@ class RetailRankerArgs:
     )
     source: str = field(default="online_retail", metadata={"help": "ingest_batches.source"})
     cutoff: str | None = field(
-        default=None, metadata={"help": "test cut-off date; default: 80%% through the data"}
+        default=None, metadata={"help": "test cut-off date; default: 80% through the data"}
     )
     horizon_days: float = field(default=30.0, metadata={"help": "label window after a cut"})
     train_windows: int = field(
