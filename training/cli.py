@@ -104,15 +104,16 @@ def add_arguments(
             kwargs["default"] = default
         if _strip_optional(hints[f.name]) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-            shown = None  # BooleanOptionalAction appends "(default: True/False)" itself
         else:
             kwargs.setdefault("type", _converter(hints[f.name]))
             if "metavar" not in kwargs and "choices" not in kwargs:
                 kwargs["metavar"] = f.name.upper()
-            shown = _shown(default).replace("%", "%%")
-        if default is not dataclasses.MISSING and shown is not None:
-            text = f"{text} (default: {shown})"
-        parser.add_argument(flag_name(f.name, prefix), dest=dest, help=text, **kwargs)
+        # The default, unless the help already says it in words ("default: last impression").
+        if default is not dataclasses.MISSING and "default:" not in text:
+            text = f"{text} (default: {_shown(default).replace('%', '%%')})"
+        action = parser.add_argument(flag_name(f.name, prefix), dest=dest, help=text, **kwargs)
+        if action.help.count("(default:") > 1:  # argparse versions that add it themselves
+            action.help = text.rsplit(" (default:", 1)[0]
 
 
 def from_namespace(cls: type[T], ns: argparse.Namespace, prefix: str = "", **fixed: Any) -> T:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from governance.catalog import add_typo
+from governance.simulate.vocabulary import add_typo
 from training.metrics import accuracy, macro_f1
 
 # Spellings people use when the keyboard lacks the letter; unicode decomposition covers

@@ -1,0 +1,70 @@
+"""The next-purchase LambdaRank job on a small synthetic purchase log, and its ship gate."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import retail_ranker as rr
+from training.metrics import Interval
+from training.retail_features import FEATURES, CandidateSpec, build_window
+
+
+def _purchases(seed=0, n_users=80, n_items=60, days=240):
+    """Customers rebuy a few favourite items every few weeks and try others at random."""
+    rng = np.random.default_rng(seed)
+    rows, start = [], pd.Timestamp("2011-01-01", tz="UTC")
+    for u in range(n_users):
+        favourites = rng.choice(n_items, 3, replace=False)
+        period = rng.integers(10, 40)
+        for day in range(int(rng.integers(0, 20)), days, int(period)):
+            basket = list(favourites[rng.random(3) < 0.7]) + list(rng.choice(n_items, 2))
+            for item in basket:
+                ts = start + pd.Timedelta(days=day, hours=int(rng.integers(8, 18)))
+                rows.append((f"C{u}", f"I{item}", ts, int(rng.integers(1, 6))))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "quantity"])
+
+
+def test_window_features_use_only_the_past():
+    p = _purchases()
+    cut = pd.Timestamp("2011-06-01", tz="UTC")
+    w = build_window(p, cut, CandidateSpec(horizon_days=20, n_co=10, n_pop=10))
+    f = w.frame
+    assert set(FEATURES) <= set(f.columns)
+    assert not f.duplicated(["user_id", "item_id"]).any()
+    # Own counts equal a direct count over purchases before the cut.
+    before = p[p["event_ts"] < cut].groupby(["user_id", "item_id"]).size()
+    own = f[f["is_own"] == 1].set_index(["user_id", "item_id"])["own_lines"]
+    assert (own == before.reindex(own.index)).all()
+    # Labels are exactly the items bought in the horizon (among known items).
+    after = p[(p["event_ts"] >= cut) & (p["event_ts"] < cut + pd.Timedelta(days=20))]
+    assert set(w.truth) == set(after["user_id"])
+    assert f["label"].sum() <= sum(len(s) for s in w.truth.values())
+    assert (f["own_days_since_last"].dropna() > 0).all()
+
+
+def test_tiny_run_reports_both_methods_with_intervals(tmp_path):
+    args = rr.RetailRankerArgs(
+        cutoff="2011-08-01", horizon_days=20, train_windows=2, n_co=10, n_pop=10, rounds=20,
+        n_boot=50, out_dir=str(tmp_path),
+    )  # fmt: skip
+    res = rr.run(_purchases(), args, progress=False)
+    assert res["ships"] in (rr.MODEL, rr.BASELINE)
+    for part in ("validation", "test"):
+        for name in ("recent_popularity", rr.BASELINE, rr.MODEL):
+            ci = res[part][name].recall
+            assert 0.0 <= ci.low <= ci.mean <= ci.high <= 1.0
+        assert res[part][rr.BASELINE].ratio_to_baseline.mean == pytest.approx(1.0)
+    assert res["ships"] == rr.choose_shipped(res["validation"])
+    assert 0 < res["candidate_recall"]["test"] <= 1
+    assert (res["folder"] / "report.json").exists()
+
+
+def _score(mean):
+    ci = Interval(mean, mean, mean, 100)
+    return rr.MethodScore(ci, ci)
+
+
+def test_ship_gate_refuses_a_ranker_that_loses_on_validation():
+    assert rr.choose_shipped({rr.MODEL: _score(0.20), rr.BASELINE: _score(0.21)}) == rr.BASELINE
+    assert rr.choose_shipped({rr.MODEL: _score(0.21), rr.BASELINE: _score(0.21)}) == rr.BASELINE
+    assert rr.choose_shipped({rr.MODEL: _score(0.22), rr.BASELINE: _score(0.21)}) == rr.MODEL

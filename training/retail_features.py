@@ -1,0 +1,255 @@
+"""Candidates and features for next-purchase ranking, from purchases before a cut-off.
+
+Candidates per customer: every item they bought before, the top `n_co` items by item-item
+co-purchase with their decayed history and with their last purchase day, and the top `n_pop`
+items by recent distinct buyers. Features per (customer, item) are listed in FEATURES; every
+one is computed from purchases strictly before the cut, so a window's labels (the purchases in
+the horizon after it) never leak into its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    horizon_days: float = 30.0
+    recent_days: float = 30.0
+    half_life_days: float = 60.0
+    n_co: int = 50
+    n_pop: int = 50
+
+
+def _days(delta: pd.Series) -> np.ndarray:
+    return delta.dt.total_seconds().to_numpy() / 86400.0
+
+
+def _rank_in_group(frame: pd.DataFrame, col: str) -> np.ndarray:
+    return frame.groupby("user_id")[col].rank(ascending=False, method="first").to_numpy()
+
+
+@dataclass
+class Window:
+    """Candidates with features for one cut; `label` is 1 where bought in the horizon."""
+
+    cut: pd.Timestamp
+    frame: pd.DataFrame
+    truth: dict  # user_id -> set of item_id bought in the horizon (known items only)
+
+
+FEATURES = [
+    "own_lines",
+    "own_days",
+    "own_qty",
+    "own_days_since_last",
+    "own_days_since_first",
+    "own_decayed",
+    "own_lines_90d",
+    "own_share",
+    "co_score",
+    "co_norm",
+    "basket_score",
+    "basket_norm",
+    "pop_recent",
+    "pop_all",
+    "pop_7d",
+    "pop_trend",
+    "item_repeat_share",
+    "item_age_days",
+    "item_days_since_last_sale",
+    "user_days",
+    "user_items",
+    "user_days_since_last",
+    "user_tenure",
+    "user_mean_gap",
+    "rank_own",
+    "rank_co",
+    "rank_pop",
+    "is_own",
+]
+
+
+def _co_matrices(hist: pd.DataFrame, items: pd.Index, users: pd.Index, cut, half_life):
+    """Item-item cosine of customer-level co-purchase, and per-user scores against the whole
+    decayed history and against the last invoice day."""
+    u = users.get_indexer(hist["user_id"])
+    i = items.get_indexer(hist["item_id"])
+    age = _days(cut - hist["event_ts"])
+    shape = (len(users), len(items))
+    decayed = sparse.csr_matrix((np.power(0.5, age / half_life), (u, i)), shape=shape)
+    bought = (decayed > 0).astype(np.float32)
+    co = (bought.T @ bought).tocsr().astype(np.float32)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    norm = 1 / (np.sqrt(np.asarray(bought.sum(0)).ravel()) + 1e-9)
+    sim = sparse.diags(norm) @ co @ sparse.diags(norm)
+    last_day = hist.groupby("user_id")["event_ts"].transform("max")
+    recent = hist[hist["event_ts"] >= last_day - pd.Timedelta(days=1)]
+    basket = sparse.csr_matrix(
+        (
+            np.ones(len(recent), np.float32),
+            (users.get_indexer(recent["user_id"]), items.get_indexer(recent["item_id"])),
+        ),
+        shape=shape,
+    )
+    basket.data[:] = 1.0
+    return decayed, sim, basket
+
+
+def _top_columns(dense: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, dense.shape[1])
+    return np.argpartition(-dense, n - 1, axis=1)[:, :n]
+
+
+def build_window(
+    purchases: pd.DataFrame,
+    cut: pd.Timestamp,
+    args: CandidateSpec,
+    users_to_score=None,
+    with_labels: bool = True,
+) -> Window:
+    """Candidates and features from purchases before `cut`; labels from the horizon after."""
+    hist = purchases[purchases["event_ts"] < cut]
+    end = cut + pd.Timedelta(days=args.horizon_days)
+    future = purchases[(purchases["event_ts"] >= cut) & (purchases["event_ts"] < end)]
+    items = pd.Index(sorted(hist["item_id"].unique()))
+    future = future[future["item_id"].isin(items)]
+    truth = future.groupby("user_id")["item_id"].agg(set).to_dict() if with_labels else {}
+    if users_to_score is None:
+        users_to_score = sorted(truth)
+    target = pd.Index(users_to_score)
+    all_users = pd.Index(sorted(set(hist["user_id"]) | set(target)))
+    decayed, sim, basket = _co_matrices(hist, items, all_users, cut, args.half_life_days)
+    rows = all_users.get_indexer(target)
+    co = np.asarray((decayed[rows] @ sim).todense(), dtype=np.float32)
+    bk = np.asarray((basket[rows] @ sim).todense(), dtype=np.float32)
+
+    # Item features.
+    item = pd.DataFrame(index=items)
+    recent = hist[hist["event_ts"] >= cut - pd.Timedelta(days=args.recent_days)]
+    week = hist[hist["event_ts"] >= cut - pd.Timedelta(days=7)]
+    item["pop_recent"] = recent.groupby("item_id")["user_id"].nunique()
+    item["pop_all"] = hist.groupby("item_id")["user_id"].nunique()
+    item["pop_7d"] = week.groupby("item_id")["user_id"].nunique()
+    item = item.fillna(0.0)
+    item["pop_trend"] = (item["pop_7d"] * args.recent_days / 7 + 1) / (item["pop_recent"] + 1)
+    days = hist.assign(day=hist["event_ts"].dt.floor("D"))
+    per_ui_days = (
+        days.drop_duplicates(["item_id", "user_id", "day"]).groupby(["item_id", "user_id"]).size()
+    )
+    item["item_repeat_share"] = (per_ui_days > 1).groupby(level=0).mean()
+    item["item_age_days"] = _days(cut - hist.groupby("item_id")["event_ts"].min()).astype(float)
+    item["item_days_since_last_sale"] = _days(cut - hist.groupby("item_id")["event_ts"].max())
+    item = item.fillna(0.0)
+
+    # Candidates: own items, top co-purchase, top basket co-purchase, top popular.
+    pop = item["pop_recent"].to_numpy()
+    pop_top = np.argsort(-pop, kind="mergesort")[: args.n_pop]
+    cand = [
+        pd.DataFrame(
+            {
+                "user_id": np.repeat(target.to_numpy(), args.n_pop),
+                "item_id": np.tile(items[pop_top].to_numpy(), len(target)),
+            }
+        )
+    ]
+    for dense in (co, bk):
+        top = _top_columns(dense, args.n_co)
+        keep = np.take_along_axis(dense, top, 1) > 0
+        r, c = np.nonzero(keep)
+        cand.append(
+            pd.DataFrame({"user_id": target.to_numpy()[r], "item_id": items[top[r, c]].to_numpy()})
+        )
+    own_hist = hist[hist["user_id"].isin(set(target))]
+    cand.append(own_hist[["user_id", "item_id"]])
+    frame = pd.concat(cand, ignore_index=True).drop_duplicates(["user_id", "item_id"])
+
+    # Own (customer, item) features.
+    age = _days(cut - own_hist["event_ts"])
+    own = (
+        own_hist.assign(
+            day=own_hist["event_ts"].dt.floor("D"),
+            decayed=np.power(0.5, age / args.half_life_days),
+            recent=(age <= 90).astype(float),
+        )
+        .groupby(["user_id", "item_id"])
+        .agg(
+            own_lines=("item_id", "size"),
+            own_days=("day", "nunique"),
+            own_qty=("quantity", "sum"),
+            own_last=("event_ts", "max"),
+            own_first=("event_ts", "min"),
+            own_decayed=("decayed", "sum"),
+            own_lines_90d=("recent", "sum"),
+        )
+        .reset_index()
+    )
+    frame = frame.merge(own, on=["user_id", "item_id"], how="left")
+    frame["is_own"] = frame["own_lines"].notna().astype(float)
+    frame["own_days_since_last"] = _days(cut - frame["own_last"])
+    frame["own_days_since_first"] = _days(cut - frame["own_first"])
+    frame = frame.drop(columns=["own_last", "own_first"])
+
+    # Customer features.
+    user = (
+        own_hist.assign(day=own_hist["event_ts"].dt.floor("D"))
+        .groupby("user_id")
+        .agg(
+            user_days=("day", "nunique"),
+            user_items=("item_id", "nunique"),
+            user_last=("event_ts", "max"),
+            user_first=("event_ts", "min"),
+            user_lines=("item_id", "size"),
+        )
+    )
+    user["user_days_since_last"] = _days(cut - user["user_last"])
+    user["user_tenure"] = _days(cut - user["user_first"])
+    user["user_mean_gap"] = user["user_tenure"] / user["user_days"].clip(lower=1)
+    frame = frame.merge(
+        user.drop(columns=["user_last", "user_first"]),
+        left_on="user_id",
+        right_index=True,
+        how="left",
+    )
+    frame["own_share"] = frame["own_lines"] / frame["user_lines"]
+    frame = frame.drop(columns=["user_lines"])
+    frame = frame.merge(item, left_on="item_id", right_index=True, how="left")
+
+    # Co-purchase scores of each candidate.
+    r = target.get_indexer(frame["user_id"])
+    c = items.get_indexer(frame["item_id"])
+    frame["co_score"] = co[r, c]
+    frame["basket_score"] = bk[r, c]
+    co_max = co.max(axis=1)
+    bk_max = bk.max(axis=1)
+    frame["co_norm"] = np.divide(
+        frame["co_score"], co_max[r], where=co_max[r] > 0, out=np.zeros(len(frame))
+    )
+    frame["basket_norm"] = np.divide(
+        frame["basket_score"], bk_max[r], where=bk_max[r] > 0, out=np.zeros(len(frame))
+    )
+    frame = frame.fillna(
+        {
+            "own_lines": 0,
+            "own_days": 0,
+            "own_qty": 0,
+            "own_decayed": 0,
+            "own_lines_90d": 0,
+            "own_share": 0,
+        }
+    )
+    frame["baseline_score"] = frame["own_lines"] + frame["pop_recent"] / (pop.max() + 1.0)
+    frame["popularity_score"] = frame["pop_recent"]
+    frame["rank_own"] = _rank_in_group(frame, "baseline_score")
+    frame["rank_co"] = _rank_in_group(frame, "co_score")
+    frame["rank_pop"] = _rank_in_group(frame, "pop_recent")
+    frame["label"] = [
+        float(i in truth.get(u, ())) for u, i in zip(frame["user_id"], frame["item_id"])
+    ]
+    frame = frame.sort_values(["user_id", "item_id"], kind="mergesort").reset_index(drop=True)
+    return Window(cut, frame, truth)
