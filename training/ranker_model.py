@@ -25,7 +25,13 @@ from training.common import KEY_COLUMNS
 
 ID_COLUMNS = ("user_id", "item_id")
 MAX_POSITION = 64  # position-bias slots: 0 = unknown, 1..63 = list positions 0..62 (capped)
-NEVER_FEATURES = set(KEY_COLUMNS) | {"p_click", "session_id", "batch_id", "query"}
+NEVER_FEATURES = set(KEY_COLUMNS) | {
+    "p_click",
+    "p_click_position_free",
+    "session_id",
+    "batch_id",
+    "query",
+}
 
 
 def hash_ids(values, buckets: int) -> np.ndarray:

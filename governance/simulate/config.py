@@ -61,6 +61,12 @@ class ClickModel:
         )
         return 1.0 / (1.0 + np.exp(-logit))
 
+    def p_click_position_free(self, affinity, price_fit, quality, relevant):
+        """The click probability without the examination (position) term: how much the user
+        wants the item, which is all a ranker that never sees the slot can hope to learn.
+        Equal to p_click at the top slot (log1p(0) = 0)."""
+        return self.p_click(affinity, price_fit, quality, relevant, np.zeros_like(price_fit))
+
 
 @dataclass
 class SimConfig:

@@ -59,6 +59,7 @@ class Impressions:
     relevant: np.ndarray  # the item is in the search's target leaf
     price_fit: np.ndarray
     p_click: np.ndarray  # the click model's probability
+    p_click_position_free: np.ndarray  # the same without the position term
     clicked: np.ndarray
     ts: np.ndarray
 
@@ -156,6 +157,7 @@ class Day:
             n_sessions=n_sessions,
             n_lists=len(lists),
             p_click=impressions.p_click,
+            p_click_position_free=impressions.p_click_position_free,
             clicked=impressions.clicked,
         )
 
@@ -250,9 +252,14 @@ class Day:
         p_click = cm.p_click(
             affinity, price_fit, shop.item_quality[item], relevant.astype(float), position
         )
+        p_free = cm.p_click_position_free(
+            affinity, price_fit, shop.item_quality[item], relevant.astype(float)
+        )
         clicked = rng.random(len(p_click)) < p_click
         ts = lists.ts[list_no] + np.where(lists.is_search[list_no], self.SEARCH_TO_RESULTS_MS, 0)
-        return Impressions(list_no, position, item, relevant, price_fit, p_click, clicked, ts)
+        return Impressions(
+            list_no, position, item, relevant, price_fit, p_click, p_free, clicked, ts
+        )
 
     def _funnel(self, lists: Lists, imp: Impressions) -> Funnel:
         """After a click: product view, cart, purchase, sometimes a return."""

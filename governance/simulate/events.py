@@ -22,7 +22,12 @@ from governance.simulate.writing import EVENT_SCHEMA, DirtLog, place, write_csv_
 
 BOT_SESSION_EVENTS = 425  # mean events of a bot session (uniform 150..700)
 IMPRESSION_TRUTH_SCHEMA = pa.schema(
-    [("event_id", pa.string()), ("p_click", pa.float64()), ("clicked", pa.bool_())]
+    [
+        ("event_id", pa.string()),
+        ("p_click", pa.float64()),
+        ("p_click_position_free", pa.float64()),
+        ("clicked", pa.bool_()),
+    ]
 )
 
 
@@ -141,6 +146,7 @@ class EventWriter:
                 {
                     "event_id": table.column("event_id").take(pa.array(imp)),
                     "p_click": humans["p_click"][src],
+                    "p_click_position_free": humans["p_click_position_free"][src],
                     "clicked": humans["clicked"][src],
                 }
             )
