@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from governance.redis_url import feast_online_store
 from governance.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,7 @@ def feast_env(settings: Settings | None = None) -> dict[str, str]:
     pg = libpq_params(settings)
     registry = make_url(sqlalchemy_url(settings)).set(drivername="postgresql+psycopg")
     if settings.redis_url:
-        parts = urlsplit(settings.redis_url)
-        conn = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        db = (parts.path or "/0").lstrip("/") or "0"
-        if parts.password:
-            conn += f",password={parts.password}"
-        online = f"{{type: redis, connection_string: '{conn},db={db}'}}"
+        online = feast_online_store(settings.redis_url, cluster=settings.redis_cluster)
     else:
         sqlite_path = (settings.data_dir / "online_store.db").resolve()
         online = f"{{type: sqlite, path: '{sqlite_path}'}}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,7 +31,24 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "CARTWISE_REDIS_URL"),
-        description="Redis URL for the Feast online store; unset means SQLite under data_dir.",
+        description="Redis URL for the Feast online store (rediss:// for TLS, user:password@ "
+        "for an ACL user, host:port,host:port for cluster seeds); unset means SQLite under "
+        "data_dir.",
+    )
+    redis_cluster: bool = Field(
+        default=False, description="The Redis URL names a Redis Cluster (Feast redis_cluster)."
+    )
+    lake_uri: str | None = Field(
+        default=None,
+        description="Where clean rows are exported as Parquet for Spark (a folder, s3a://, "
+        "hdfs://); unset means data_dir/lake.",
+    )
+    offline_engine: Literal["postgres", "spark"] = Field(
+        default="postgres",
+        description="Feast offline store and materialisation engine: PostgreSQL or Spark.",
+    )
+    spark_master: str = Field(
+        default="local[*]", description="Spark master URL for the Spark offline engine."
     )
     data_dir: Path = Field(default=Path("data"), description="Embedded database, reports, models.")
     pseudonym_key: SecretStr = Field(default=SecretStr(DEV_PSEUDONYM_KEY))

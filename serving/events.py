@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from governance.redis_url import redis_client
 from governance.schemas import EVENT_COLUMNS as EVENT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,7 @@ def to_raw_frame(events: list[dict]) -> pd.DataFrame:
 def check_online_store(settings, timeout_s: float = 0.5) -> None:
     if not settings.redis_url:
         return  # SQLite online store (embedded demo): a local file, nothing to reach
-    import redis
-
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-    )
+    client = redis_client(settings.redis_url, cluster=settings.redis_cluster, timeout_s=timeout_s)
     try:
         client.ping()
     except Exception as exc:

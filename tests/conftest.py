@@ -90,3 +90,17 @@ def redis_url():
     client.flushdb()
     yield url
     client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A local three-master Redis Cluster (TLS only, ACL user) for the session, then stopped."""
+    from redis_cluster import RedisCluster, tools_available
+
+    if not tools_available():
+        pytest.fail("redis-server, redis-cli and openssl are needed for the Redis Cluster tests")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
