@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services lint format test demo bench clean serve train stop
+.PHONY: help venv services lint format test demo bench clean serve train stop retrain loop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,7 @@ demo: venv  ## run the whole job end to end on embedded defaults (no DATABASE_UR
 	$(EMBEDDED) $(PY) -m training.all --out-dir $(DATA)/runs --truth $(DATA)/sim/truth/impressions.parquet \
 	  $(DEMO_TRAIN_ARGS)
 	$(EMBEDDED) $(PY) -m serving.demo --sim $(DATA)/sim --start
+	$(MAKE) --no-print-directory loop LOOP_REQUESTS=$(DEMO_LOOP_REQUESTS)
 
 train: venv  ## train both models at full size on the demo's embedded stores (after make demo)
 	$(EMBEDDED) $(PY) -m features.pipeline
@@ -70,6 +71,23 @@ train: venv  ## train both models at full size on the demo's embedded stores (af
 	$(EMBEDDED) $(PY) -m training.all --out-dir $(DATA)/runs --truth $(DATA)/sim/truth/impressions.parquet
 
 PORT ?= 3000
+SERVICE_URL ?= http://127.0.0.1:$(PORT)
+retrain: venv  ## features -> training set with served lists -> train -> gate -> register -> reload SERVICE_URL
+	$(EMBEDDED) $(PY) -m training.retrain --service-url $(SERVICE_URL) --out-dir $(DATA)/runs
+
+# Closed loop: a server with the ranker against random ordering, the simulator's users clicking
+# by its truth; prints per-variant CTR with intervals against the oracle's.
+LOOP_PORT ?= 3017
+LOOP_REQUESTS ?= 600
+DEMO_LOOP_REQUESTS ?= 300
+LOOP_EXPERIMENT ?= {"name": "ranker-vs-random", "variants": [{"name": "ranker", "model": "cartwise-ranker:latest", "share": 0.5}, {"name": "random", "model": "random", "share": 0.5}]}
+loop: venv  ## closed-loop simulation against a fresh server (after make demo)
+	@$(EMBEDDED) CARTWISE_EXPERIMENT='$(LOOP_EXPERIMENT)' $(VENV)/bin/bentoml serve serving.service:Cartwise \
+	  --host 127.0.0.1 --port $(LOOP_PORT) > $(DATA)/loop-serve.log 2>&1 & pid=$$!; \
+	  $(EMBEDDED) $(PY) -m training.closed_loop --url http://127.0.0.1:$(LOOP_PORT) --sim $(DATA)/sim \
+	    --requests $(LOOP_REQUESTS) --wait-ready 300 --json $(DATA)/closed-loop.json; rc=$$?; \
+	  kill $$pid; wait $$pid; exit $$rc
+
 serve: venv  ## serve the HTTP API on embedded defaults (models from the BentoML store); OpenAPI at /docs
 	$(EMBEDDED) $(VENV)/bin/bentoml serve serving.service:Cartwise --port $(PORT)
 

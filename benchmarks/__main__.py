@@ -1,6 +1,6 @@
 """Run the benchmarks and write benchmarks/results/latest.json.
 
-    python -m benchmarks [--only ingest training features serving]
+    python -m benchmarks [--only ingest training features serving loop]
 
 Each record is {name, value, unit, baseline_value, ratio, params}: a measurement next to a
 baseline run in the same process or run, since absolute timings on a shared machine are noise.
@@ -15,7 +15,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ["ingest", "training", "features", "serving"]
+SUITES = ["ingest", "training", "features", "serving", "loop"]
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -11,12 +11,15 @@ is built from the catalogue alone and says so (`fallback`, `fallback_reason`).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from serving.features import OnlineFeatures, StoreUnavailable, ranker_input
+from serving.features import OnlineFeatures, StoreUnavailable
+from serving.routing import Route, ranker_scorer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,10 @@ class Engine:
         self.pseudonymise = pseudonymise
         self.tuning = tuning or Tuning()
         self.ranker_tag = ranker_tag
+        # Without an experiment every request takes this route: the one ranker.
+        self.default_route = Route(
+            "default", ranker_tag, features.feature_service_name, features, ranker_scorer(ranker)
+        )
 
     @property
     def catalog(self):
@@ -107,12 +114,31 @@ class Engine:
 
     # ------------------------------------------------------------------ ranking
     def _rank(
-        self, user: str | None, items: list[str], request_ts_s: int | None = None
-    ) -> np.ndarray:
+        self,
+        user: str | None,
+        items: list[str],
+        request_ts_s: int | None,
+        route: Route,
+        list_id: str,
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """The route's scores of the candidates, and the feature rows they were scored on."""
         cat = self.catalog
         cats = [cat.category_of(i) for i in items]
-        feats = self.features.ranker_features(user, items, cats, request_ts_s)
-        return self.ranker.predict(ranker_input(feats, self.ranker.spec))
+        feats = route.features.ranker_features(user, items, cats, request_ts_s)
+        return route.score(feats, items, list_id), feats
+
+    @staticmethod
+    def _served(out: dict, route: Route, list_id: str, user: str | None, feats, top) -> dict:
+        """What a served list says about itself; `_`-keys are for the list log only."""
+        out.update(
+            list_id=list_id,
+            variant=route.variant,
+            ranker=route.model_tag,
+            feature_service=route.feature_service,
+            _user=user,
+            _features=None if feats is None or not len(feats) else feats.iloc[list(top)],
+        )
+        return out
 
     def _item(
         self, item: str, score: float, p: float | None, reason: str, sources: list[str]
@@ -131,8 +157,17 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ search
-    def search(self, query: str, user_id: str | None, k: int, n_candidates: int = 200) -> dict:
+    def search(
+        self,
+        query: str,
+        user_id: str | None,
+        k: int,
+        n_candidates: int = 200,
+        route: Route | None = None,
+    ) -> dict:
         cat = self.catalog
+        route = route or self.default_route
+        list_id = uuid.uuid4().hex
         t = self.tuning
         intent = self.intent(query)
         qv = np.asarray(self.encode([query])[0], np.float32)
@@ -148,9 +183,9 @@ class Engine:
                 rel = only
         order = sorted(rel, key=lambda i: -rel[i][0])[:n_candidates]
         user = self.pseudonymise(user_id) if user_id else None
-        fallback, reason_fb, p = False, None, None
+        fallback, reason_fb, p, feats = False, None, None, None
         try:
-            p = self._rank(user, order)
+            p, feats = self._rank(user, order, None, route, list_id)
         except StoreUnavailable as exc:
             fallback, reason_fb = True, f"online store unavailable: {exc}"
         r = np.array([rel[i][0] for i in order], np.float64)
@@ -168,18 +203,19 @@ class Engine:
             why = f"matches '{query}' (similarity {rel[item][1]:.2f})"
             if rel[item][2]:
                 why += f"; in predicted category {pcat}"
-            if p is not None:
+            if p is not None and route.is_model:
                 why += f"; predicted click {p[j]:.2f}"
             sources = ["text_similarity"] + (["intent_category"] if rel[item][2] else [])
-            items.append(self._item(item, score[j], None if p is None else p[j], why, sources))
-        return {
+            p_item = p[j] if p is not None and route.is_model else None
+            items.append(self._item(item, score[j], p_item, why, sources))
+        out = {
             "query": query,
             "intent": intent,
             "items": items,
             "fallback": fallback,
             "fallback_reason": reason_fb,
-            "ranker": self.ranker_tag,
         }
+        return self._served(out, route, list_id, user, feats, top)
 
     # ------------------------------------------------------------------ recommend
     def _context_candidates(self, cands: Candidates, context: dict | None, n: int) -> None:
@@ -209,14 +245,20 @@ class Engine:
         n_candidates: int = 200,
         context: dict | None = None,
         request_ts_s: int | None = None,
+        route: Route | None = None,
+        user: str | None = None,
     ) -> dict:
+        """`user`: the pseudonym when the caller already computed it (to pick the route)."""
         cat = self.catalog
         t = self.tuning
-        user = self.pseudonymise(user_id)
+        route = route or self.default_route
+        list_id = uuid.uuid4().hex
+        user = user or self.pseudonymise(user_id)
         try:
-            uctx = self.features.user_context(user)
+            uctx = route.features.user_context(user)
         except StoreUnavailable as exc:
-            return self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
+            out = self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
+            return self._served(out, route, list_id, user, None, ())
         recent = [i for i in uctx["recent_items"] if i in cat.items.index]
         affinity = list(dict.fromkeys(uctx["top_categories"] + uctx["recent_categories"]))
         cold = not recent and not affinity
@@ -240,22 +282,30 @@ class Engine:
             self._popular(cands, max(n_candidates, k))
         order = list(cands.items)[:n_candidates]
         try:
-            p = self._rank(user, order, request_ts_s)
+            p, feats = self._rank(user, order, request_ts_s, route, list_id)
         except StoreUnavailable as exc:
-            return self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
+            out = self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
+            return self._served(out, route, list_id, user, None, ())
         top = np.argsort(-p, kind="stable")[:k]
+        # p_click is a probability only when a ranker ordered the list.
         items = [
-            self._item(order[j], p[j], p[j], cands.reasons[order[j]], cands.items[order[j]])
+            self._item(
+                order[j],
+                p[j],
+                p[j] if route.is_model else None,
+                cands.reasons[order[j]],
+                cands.items[order[j]],
+            )
             for j in top
         ]
-        return {
+        out = {
             "user_id": user_id,
             "items": items,
             "cold_start": cold,
             "fallback": False,
             "fallback_reason": None,
-            "ranker": self.ranker_tag,
         }
+        return self._served(out, route, list_id, user, feats, top)
 
     def _fallback_recommend(self, user_id: str, k: int, context: dict | None, reason: str) -> dict:
         """Popular items (for the context's category when given) from memory, no Feast."""
@@ -287,5 +337,4 @@ class Engine:
             "cold_start": False,
             "fallback": True,
             "fallback_reason": reason,
-            "ranker": self.ranker_tag,
         }

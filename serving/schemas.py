@@ -70,7 +70,12 @@ class SearchResponse(BaseModel):
     items: list[ScoredItem]
     fallback: bool = False
     fallback_reason: str | None = None
-    ranker: str
+    list_id: str = Field(
+        description="Id of this served list: send it with the clicks and purchases it leads to."
+    )
+    variant: str = Field(description="Experiment variant that served the list.")
+    ranker: str = Field(description="Model (tag) or ordering ('random', 'popularity') used.")
+    feature_service: str
 
 
 class RecommendRequest(_Strict):
@@ -86,7 +91,12 @@ class RecommendResponse(BaseModel):
     cold_start: bool = Field(description="No recent items or affinities known for the user.")
     fallback: bool = False
     fallback_reason: str | None = None
-    ranker: str
+    list_id: str = Field(
+        description="Id of this served list: send it with the clicks and purchases it leads to."
+    )
+    variant: str = Field(description="Experiment variant that served the list.")
+    ranker: str = Field(description="Model (tag) or ordering ('random', 'popularity') used.")
+    feature_service: str
 
 
 class EventIn(_Strict):
@@ -138,3 +148,24 @@ class StatusResponse(BaseModel):
     feature_service: str
     online_store: dict
     catalog: dict
+    experiment: dict | None = Field(
+        None, description="Variants, shadow model, list-log counts and feature drift (PSI)."
+    )
+
+
+class ReloadRequest(_Strict):
+    model: str | None = Field(
+        None, max_length=200, description="Serve this ranker tag to everyone (e.g. m:latest)."
+    )
+    experiment: str | None = Field(
+        None,
+        max_length=4000,
+        description="A new experiment as JSON (see serving/experiments.py). Neither field: "
+        "the same experiment with its ':latest' tags resolved anew.",
+    )
+
+
+class ReloadResponse(BaseModel):
+    before: dict
+    after: dict
+    took_s: float

@@ -9,8 +9,13 @@ Endpoints (all POST, JSON): /intent, /search, /recommend, /events, /status. Bent
 Configuration comes from the environment, like every cartwise program (governance.settings):
 DATABASE_URL, REDIS_URL, CARTWISE_PSEUDONYM_KEY, CARTWISE_EVENTS_TOKEN, BENTOML_HOME (the model
 store), plus CARTWISE_RANKER_MODEL / CARTWISE_INTENT_MODEL (tags, default `:latest`),
-CARTWISE_SERVING_REFRESH_S (catalogue refresh, default 300) and CARTWISE_SERVING_COOLDOWN_S
-(how long a failed online store is skipped before it is tried again, default 1).
+CARTWISE_SERVING_REFRESH_S (catalogue refresh, default 300), CARTWISE_SERVING_COOLDOWN_S
+(how long a failed online store is skipped before it is tried again, default 1),
+CARTWISE_EXPERIMENT (variants with traffic shares and a shadow model, serving/experiments.py)
+and CARTWISE_LIST_LOG (`off` stops logging served lists; on by default).
+
+Every /search and /recommend answer carries its `list_id`, variant and model; the list is logged
+(serving/loop.py). POST /reload (Bearer token) swaps in new models without a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import uuid
 
 import bentoml
 from starlette.responses import JSONResponse
@@ -33,6 +39,8 @@ from serving.schemas import (
     IntentResponse,
     RecommendRequest,
     RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
     SearchRequest,
     SearchResponse,
     StatusResponse,
@@ -42,7 +50,7 @@ log = logging.getLogger("cartwise.serving")
 
 # Whole-body cap, checked before parsing: 1000 events of ordinary size fit well within it.
 MAX_BODY_BYTES = 1_048_576
-PROTECTED_ROUTES = ("/events",)
+PROTECTED_ROUTES = ("/events", "/reload")
 
 # Declared here, created lazily by BentoML in the worker (no registry side effect at import).
 FALLBACKS = bentoml.metrics.Counter(
@@ -91,7 +99,7 @@ class Guard:
                     401,
                     {
                         "error": "unauthorized",
-                        "detail": "POST /events needs "
+                        "detail": f"POST {scope.get('path')} needs "
                         "'Authorization: Bearer <CARTWISE_EVENTS_TOKEN>'",
                     },
                     [(b"www-authenticate", b"Bearer")],
@@ -207,6 +215,18 @@ class Cartwise:
             pseudonymise=lambda u: pseudonymise(u, key),
             ranker_tag=self.models["ranker"],
         )
+        from serving.loop import ServingLoop
+
+        self._online = {service_name: self.features}
+        self.loop = ServingLoop(
+            self.settings,
+            self.engine,
+            self._load_ranker,
+            self._features_for,
+            os.environ.get("CARTWISE_EXPERIMENT"),
+            default_model=ranker_tag,
+            log_lists=os.environ.get("CARTWISE_LIST_LOG", "on").lower() != "off",
+        )
         embed_texts(["warm up"])  # load MiniLM now, not on the first request
         log.info(
             "cartwise ready: %s, feature service %s, %s",
@@ -218,9 +238,30 @@ class Cartwise:
     def __is_ready__(self) -> bool:
         return self.catalog.current is not None
 
+    def _load_ranker(self, tag: str):
+        """(bundle, resolved tag, feature service, folder) of a stored ranker."""
+        from serving.features import ranker_feature_service
+        from training.ranker_model import RankerBundle
+
+        m = bentoml.models.get(tag)
+        service = ranker_feature_service(dict(m.info.metadata))
+        return RankerBundle.load(m.path), str(m.tag), service, m.path
+
+    def _features_for(self, service_name: str):
+        from serving.features import OnlineFeatures
+
+        if service_name not in self._online:
+            self._online[service_name] = OnlineFeatures(
+                self.store,
+                service_name,
+                cooldown_s=float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1")),
+            )
+        return self._online[service_name]
+
     @bentoml.on_shutdown
     def _stop(self) -> None:
         self.catalog.stop()
+        self.loop.stop()  # writes (or spills) what is still queued
 
     @bentoml.api(input_spec=IntentRequest)
     def intent(self, query: str) -> IntentResponse:
@@ -234,13 +275,15 @@ class Cartwise:
         """Items for a query: title-embedding retrieval, intent boost, ranker re-ranking."""
         from serving.engine import NotReady
 
+        user = self.engine.pseudonymise(user_id) if user_id else None
+        route = self.loop.route(user or uuid.uuid4().hex)
         try:
-            out = self.engine.search(query, user_id, k, candidates)
+            out = self.engine.search(query, user_id, k, candidates, route=route)
         except NotReady as exc:
             return _error(503, "not ready", str(exc), retry_after=5)
         if out["fallback"]:
             FALLBACKS.labels(endpoint="search").inc()
-        return SearchResponse(**out)
+        return SearchResponse(**self.loop.served(out, "search", query))
 
     @bentoml.api(input_spec=RecommendRequest)
     def recommend(
@@ -249,15 +292,22 @@ class Cartwise:
         """Ranked recommendations from recent items, category affinity and popularity."""
         from serving.engine import NotReady
 
+        user = self.engine.pseudonymise(user_id)
         try:
             out = self.engine.recommend(
-                user_id, k, candidates, context.model_dump() if context else None
+                user_id,
+                k,
+                candidates,
+                context.model_dump() if context else None,
+                route=self.loop.route(user),
+                user=user,
             )
         except NotReady as exc:
             return _error(503, "not ready", str(exc), retry_after=5)
         if out["fallback"]:
             FALLBACKS.labels(endpoint="recommend").inc()
-        return RecommendResponse(**out)
+        query = context.query if context else None
+        return RecommendResponse(**self.loop.served(out, "recommend", query))
 
     @bentoml.api(input_spec=EventsRequest)
     def events(self, events: list[EventIn]) -> EventsResponse:
@@ -276,6 +326,7 @@ class Cartwise:
                 503, "unavailable", f"{exc}; nothing was stored, retry later", retry_after=5
             )
         body = outcome.body
+        self.loop.clicked([e.model_dump() for e in events])
         EVENTS.labels(outcome="accepted").inc(body["accepted"])
         EVENTS.labels(outcome="rejected").inc(len(body["rejected"]))
         if outcome.status_code != 200:
@@ -293,7 +344,21 @@ class Cartwise:
             feature_service=self.features.feature_service_name,
             online_store=self.features.health(),
             catalog=self.catalog.health(),
+            experiment=self.loop.status(),
         )
+
+    @bentoml.api(input_spec=ReloadRequest)
+    def reload(self, model: str | None = None, experiment: str | None = None) -> ReloadResponse:
+        """Load models from the store and swap them in without a restart (Bearer token).
+        Requests during the reload are served by the old models; a model that cannot be
+        loaded is a 400 and nothing changes."""
+        try:
+            out = self.loop.reload(model=model, experiment_json=experiment)
+        except Exception as exc:  # bad tag, bad experiment, unreadable model: keep serving
+            log.warning("reload failed: %s", exc)
+            return _error(400, "reload failed", f"{type(exc).__name__}: {exc}"[:500])
+        log.info("reloaded in %.2fs: %s", out["took_s"], out["after"])
+        return ReloadResponse(**out)
 
 
 Cartwise.add_asgi_middleware(Guard)

@@ -49,6 +49,9 @@ class ClosedLoopArgs:
     )
     timeout_s: float = field(default=10.0, metadata={"help": "per-request timeout, seconds"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    wait_ready: float = field(
+        default=0.0, metadata={"help": "wait up to this many seconds for the service first"}
+    )
 
 
 @dataclass
@@ -165,8 +168,24 @@ def _click_events(user: str, list_id: str, clicked: list[tuple[int, str]]) -> li
     ]
 
 
+def wait_ready(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.post(f"{url.rstrip('/')}/status", json={}, timeout=5).json().get("ready"):
+                return
+        except (httpx.TransportError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the service at {url} was not ready within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
 def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
     from tqdm import tqdm
+
+    if args.wait_ready:
+        wait_ready(args.url, args.wait_ready)
 
     truth = truth or Truth.load(args.sim)
     rng = np.random.default_rng(args.seed)

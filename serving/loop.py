@@ -1,0 +1,254 @@
+"""The service's side of the feedback loop: route, log, count, watch drift, reload.
+
+`ServingLoop` sits next to the engine in the BentoML service:
+
+- `route(key)`: the variant serving this user (serving.routing snapshot, swapped on reload);
+- `served(out, endpoint, query)`: hands the served list to the list logger (serving.list_log:
+  bounded queue, disk spill, governed write), counts it per variant, and returns the public
+  response body (the engine's `_`-keys stay inside);
+- `clicked(events)`: counts clicks per variant for lists it served recently;
+- `reload(experiment_json)`: a new routing snapshot (new models from the store) in one swap;
+- drift: the served feature values of each model feed a rolling window whose PSI against the
+  model's training profile (features.drift) is a Prometheus gauge per feature.
+
+Logging is on unless CARTWISE_LIST_LOG=off; spill files go to <data_dir>/served_spill.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import pandas as pd
+
+from features.drift import DEFAULT_THRESHOLD, compare
+from serving import routing
+from serving.experiments import parse, single
+from serving.list_log import ListLogger
+
+log = logging.getLogger(__name__)
+
+# Declared at import, created lazily by BentoML in the worker.
+SERVED = bentoml.metrics.Counter(
+    name="cartwise_served_lists",
+    documentation="Lists served, by endpoint, variant and model",
+    labelnames=["endpoint", "variant", "model"],
+)
+CLICKS = bentoml.metrics.Counter(
+    name="cartwise_list_clicks",
+    documentation="Clicks received for recently served lists, by variant and model",
+    labelnames=["variant", "model"],
+)
+PSI = bentoml.metrics.Gauge(
+    name="cartwise_feature_psi",
+    documentation="PSI of served feature values against the model's training set",
+    labelnames=["model", "feature"],
+)
+DRIFTED = bentoml.metrics.Gauge(
+    name="cartwise_feature_drifted",
+    documentation="1 when a feature's PSI is at or above the drift threshold",
+    labelnames=["model", "feature"],
+)
+LOG_PENDING = bentoml.metrics.Gauge(
+    name="cartwise_list_log_pending",
+    documentation="Served lists not yet stored (queued or spilled to disk)",
+)
+
+RECENT_LISTS = 100_000  # list id -> (variant, model) kept for click counting
+DRIFT_WINDOW = 5_000  # served item rows per model in the drift window
+DRIFT_EVERY_S = 30.0
+
+
+def _numeric_columns(frame: pd.DataFrame) -> list[str]:
+    return [
+        c
+        for c in frame.columns
+        if c not in ("user_id", "item_id", "request_ts_s")
+        and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
+
+
+def feature_dicts(frame: pd.DataFrame | None) -> list[dict | None]:
+    """Numeric feature values per served row (vectors and ids are not logged)."""
+    if frame is None:
+        return []
+    cols = _numeric_columns(frame)
+    values = frame[cols].astype("float64").to_numpy()
+    return [
+        {c: (None if not np.isfinite(v) else float(v)) for c, v in zip(cols, row)} for row in values
+    ]
+
+
+class DriftMonitor:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, every_s: float = DRIFT_EVERY_S):
+        self.threshold, self.every_s = threshold, every_s
+        self.windows: dict[str, deque] = {}
+        self.last: dict[str, dict[str, float]] = {}
+        self._next = time.monotonic() + every_s
+
+    def observe(self, model: str, profiles: dict | None, rows: list[dict]) -> None:
+        if not profiles or not rows:
+            return
+        self.windows.setdefault(model, deque(maxlen=DRIFT_WINDOW)).extend(rows)
+        self._profiles = getattr(self, "_profiles", {})
+        self._profiles[model] = profiles
+        if time.monotonic() >= self._next:
+            self.update()
+
+    def update(self) -> None:
+        self._next = time.monotonic() + self.every_s
+        for model, window in self.windows.items():
+            report = compare(self._profiles[model], pd.DataFrame(list(window)), self.threshold)
+            self.last[model] = {f.feature: round(f.psi, 4) for f in report.features}
+            for f in report.features:
+                PSI.labels(model=model, feature=f.feature).set(f.psi)
+                DRIFTED.labels(model=model, feature=f.feature).set(int(f.drifted))
+
+
+class ServingLoop:
+    def __init__(
+        self,
+        settings,
+        engine,
+        load_ranker,
+        features_for,
+        experiment_json: str | None,
+        default_model: str,
+        *,
+        log_lists: bool = True,
+    ):
+        from governance.served_lists import store_served_lists
+
+        self.engine = engine
+        self.load_ranker, self.features_for = load_ranker, features_for
+        self._reload_lock = threading.Lock()
+        # The configured tag (':latest' by default), not the resolved one: a reload without
+        # an experiment then picks up the newest model in the store.
+        self.default_model = default_model
+        self.routing = routing.build(
+            parse(experiment_json, default_model), load_ranker, features_for, engine.catalog_cache
+        )
+        self.recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self.drift = DriftMonitor()
+        self.logger = None
+        if log_lists:
+            self.logger = ListLogger(
+                lambda lists: store_served_lists(lists, settings),
+                Path(settings.data_dir) / "served_spill",
+                prepare=self._prepare,
+            ).start()
+
+    # ------------------------------------------------------------------ requests
+    def route(self, key: str) -> routing.Route:
+        return self.routing.pick(key)
+
+    def served(self, out: dict, endpoint: str, query: str | None = None) -> dict:
+        public = {k: v for k, v in out.items() if not k.startswith("_")}
+        SERVED.labels(endpoint=endpoint, variant=out["variant"], model=out["ranker"]).inc()
+        with self._recent_lock:
+            self.recent[out["list_id"]] = (out["variant"], out["ranker"])
+            if len(self.recent) > RECENT_LISTS:
+                self.recent.popitem(last=False)
+        if self.logger is not None and out["items"]:
+            self.logger.log(
+                {
+                    "list_id": out["list_id"],
+                    "served_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                    "endpoint": endpoint,
+                    "user_id": out.get("_user"),
+                    "query": query,
+                    "model_tag": out["ranker"],
+                    "feature_service": out["feature_service"],
+                    "variant": out["variant"],
+                    "experiment": self.routing.experiment.name,
+                    "fallback": bool(out.get("fallback")),
+                    "items": [
+                        {
+                            "item_id": it["item_id"],
+                            "position": n,
+                            "score": it["score"],
+                            "p_click": it.get("p_click"),
+                        }
+                        for n, it in enumerate(out["items"])
+                    ],
+                    "_features": out.get("_features"),
+                    "_routing": self.routing,
+                }
+            )
+        return public
+
+    def clicked(self, events: list[dict]) -> None:
+        for e in events:
+            if e.get("event_type") != "click" or not e.get("list_id"):
+                continue
+            with self._recent_lock:
+                hit = self.recent.get(str(e["list_id"]))
+            if hit:
+                CLICKS.labels(variant=hit[0], model=hit[1]).inc()
+
+    # ------------------------------------------------------------------ logger thread
+    def _prepare(self, record: dict) -> dict:
+        """Feature values and shadow scores, computed off the request path."""
+        feats = record.pop("_features", None)
+        snapshot = record.pop("_routing", None)
+        rows = feature_dicts(feats)
+        for item, values in zip(record["items"], rows):
+            item["features"] = values
+        shadow = snapshot.shadow if snapshot is not None else None
+        if (
+            shadow is not None
+            and feats is not None
+            and len(feats) == len(record["items"])
+            and shadow.feature_service == record["feature_service"]
+        ):
+            scores = shadow.score(feats, list(feats["item_id"]), record["list_id"])
+            record["shadow_model"] = shadow.model_tag
+            for item, s in zip(record["items"], scores):
+                item["shadow_score"] = float(s)
+        if snapshot is not None and not record.get("fallback"):
+            route = snapshot.routes.get(record["variant"])
+            if route is not None and route.is_model:
+                self.drift.observe(record["model_tag"], route.profiles, rows)
+        LOG_PENDING.set(self.logger.stats().pending if self.logger else 0)
+        return record
+
+    # ------------------------------------------------------------------ admin
+    def reload(self, model: str | None = None, experiment_json: str | None = None) -> dict:
+        """Build a new snapshot from the store, then swap. `model`: serve this tag to everyone;
+        `experiment_json`: a new experiment; neither: the same experiment, its `:latest` tags
+        resolved anew (how a retrained model goes live)."""
+        with self._reload_lock:
+            t0 = time.monotonic()
+            before = self.routing.describe()
+            if model:
+                experiment = single(model)
+            elif experiment_json:
+                experiment = parse(experiment_json, self.default_model)
+            else:
+                experiment = self.routing.experiment
+            new = routing.build(
+                experiment, self.load_ranker, self.features_for, self.engine.catalog_cache
+            )
+            self.routing = new  # one assignment: a request sees the old or the new snapshot
+            return {
+                "before": before,
+                "after": new.describe(),
+                "took_s": round(time.monotonic() - t0, 3),
+            }
+
+    def status(self) -> dict:
+        return {
+            **self.routing.describe(),
+            "list_log": self.logger.stats().as_dict() if self.logger else None,
+            "drift_psi": self.drift.last,
+        }
+
+    def stop(self) -> None:
+        if self.logger is not None:
+            self.logger.stop()

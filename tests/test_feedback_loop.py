@@ -1,0 +1,328 @@
+"""The closed loop against a real `bentoml serve` process, PostgreSQL and Redis: served lists are
+logged and join their clicks, variants split users, the simulator's users click by the truth,
+a retrain is gated and a reload swaps models with no failed request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from conftest import REDIS_URL, TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
+
+from governance.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "test-events-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_db():
+    import redis
+
+    url = f"{REDIS_URL}/{1 + uuid.uuid4().int % 15}"
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="module")
+def world(template_database, redis_db, tmp_path_factory):
+    from loop_world import build
+
+    root = tmp_path_factory.mktemp("loop")
+    db = make_database(template_database)
+    settings = Settings(
+        database_url=_url_for(db),
+        redis_url=redis_db,
+        data_dir=root / "data",
+        pseudonym_key=TEST_PSEUDONYM_KEY,
+        events_token=TOKEN,
+    )
+    old_home = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(root / "bentoml")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        built = build(settings, root)
+        yield {"settings": settings, "root": root, **built}
+    finally:
+        if old_home is None:
+            os.environ.pop("BENTOML_HOME", None)
+        else:
+            os.environ["BENTOML_HOME"] = old_home
+        _drop(db)
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    s, port = world["settings"], free_port()
+    experiment = {
+        "name": "ranker-vs-random",
+        "variants": [
+            {"name": "ranker", "model": "cartwise-ranker:latest", "share": 0.5},
+            {"name": "random", "model": "random", "share": 0.5},
+        ],
+        "shadow": world["ranker_tag"],
+    }
+    env = {
+        **os.environ,
+        "DATABASE_URL": s.database_url,
+        "REDIS_URL": s.redis_url,
+        "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+        "CARTWISE_EVENTS_TOKEN": TOKEN,
+        "CARTWISE_DATA_DIR": str(s.data_dir),
+        "BENTOML_HOME": world["bentoml_home"],
+        "CARTWISE_EXPERIMENT": json.dumps(experiment),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "OMP_NUM_THREADS": "1",
+    }
+    log = open(world["root"] / "serve.log", "w")  # noqa: SIM115 (the server writes it)
+    proc = subprocess.Popen(
+        [BENTOML, "serve", "serving.service:Cartwise", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    deadline = time.time() + 180
+    try:
+        while True:
+            assert proc.poll() is None, (world["root"] / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "server not ready in 180 s"
+            try:
+                if client.post("/status", json={}).json()["ready"]:
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        yield client
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def sql(settings, query, *args):
+    conn = psycopg2.connect(settings.database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def wait_logged(server, timeout_s: float = 30) -> dict:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        stats = server.post("/status", json={}).json()["experiment"]["list_log"]
+        if stats["pending"] == 0:
+            return stats
+        time.sleep(0.2)
+    raise AssertionError(f"list log not drained: {stats}")
+
+
+def wait_for(condition, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def sim_user(world, n: int = 0) -> str:
+    import pandas as pd
+
+    users = pd.read_parquet(world["sim"] / "truth" / "users.parquet")
+    return str(users.loc[~users["is_bot"], "user_id"].iloc[n])
+
+
+def test_served_list_joins_its_click(server, world):
+    from training.online_report import report
+
+    user = sim_user(world)
+    r = server.post("/recommend", json={"user_id": user, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["list_id"]) == 32 and body["variant"] in ("ranker", "random")
+    assert body["feature_service"] == "ranker_v1"
+    clicked = body["items"][1]
+    event = {
+        "event_id": f"t-{uuid.uuid4().hex}",
+        "user_id": user,
+        "session_id": "t-session",
+        "event_type": "click",
+        "item_id": clicked["item_id"],
+        "position": 1,
+        "list_id": body["list_id"],
+        "event_ts": datetime.now(UTC).isoformat(),
+    }
+    e = server.post("/events", json={"events": [event]}, headers=AUTH)
+    assert e.status_code == 200 and e.json()["accepted"] == 1, e.text
+    stats = wait_logged(server)
+    assert stats["reconciles"] and stats["loaded"] >= 1
+    rows = sql(
+        world["settings"],
+        "SELECT si.position, si.item_id, si.features, si.shadow_score, sl.variant, sl.user_id, "
+        "sl.model_tag FROM served_lists sl JOIN served_items si USING (list_id) "
+        "WHERE list_id = %s ORDER BY si.position",
+        body["list_id"],
+    )
+    assert [r[1] for r in rows] == [i["item_id"] for i in body["items"]]
+    assert rows[0][4] == body["variant"] and rows[0][6] == body["ranker"]
+    assert rows[0][5].startswith("u_") and rows[0][5] != user  # a pseudonym, not the shop's id
+    assert rows[0][2] and "ctr_7d" in rows[0][2]  # the served feature values
+    assert all(r[3] is not None for r in rows)  # the shadow model scored the same rows
+    rep = report(world["settings"])
+    mine = [v for v in rep.variants if v.variant == body["variant"]][0]
+    assert mine.clicks >= 1 and mine.impressions >= 5
+    joined = sql(
+        world["settings"],
+        "SELECT count(*) FROM served_items si JOIN events c ON c.list_id = si.list_id "
+        "AND c.item_id = si.item_id AND c.event_type = 'click' WHERE si.list_id = %s",
+        body["list_id"],
+    )[0][0]
+    assert joined == 1
+    metrics = server.get("/metrics").text
+    assert "cartwise_served_lists" in metrics and f'variant="{body["variant"]}"' in metrics
+    assert "cartwise_list_clicks" in metrics
+
+
+def test_variant_is_stable_per_user_over_http(server, world):
+    seen = {}
+    for n in range(12):
+        user = sim_user(world, n)
+        got = {
+            server.post("/recommend", json={"user_id": user, "k": 3}).json()["variant"]
+            for _ in range(3)
+        }
+        assert len(got) == 1, f"{user} moved between variants: {got}"
+        seen[user] = got.pop()
+    assert set(seen.values()) == {"ranker", "random"}  # 12 users at 50/50: both are used
+    status = server.post("/status", json={}).json()["experiment"]
+    assert [v["name"] for v in status["variants"]] == ["ranker", "random"]
+
+
+def test_closed_loop_ranker_beats_random(server, world):
+    from training.closed_loop import ClosedLoopArgs, run
+
+    result = run(
+        ClosedLoopArgs(
+            url=str(server.base_url),
+            sim=world["sim"],
+            requests=160,
+            k=8,
+            seed=3,
+            token=TOKEN,
+            progress=False,
+        )
+    )
+    print(result.text())
+    by = result.by_variant()
+    assert result.failed_requests == 0 and set(by) == {"ranker", "random"}
+    ranker, rnd = by["ranker"], by["random"]
+    # The truth's expected CTR of what each variant served: no click noise in it.
+    assert ranker.expected_ctr > 1.1 * rnd.expected_ctr, result.text()
+    assert 0 < ranker.expected_ctr < ranker.oracle_ctr
+    assert ranker.clicks + rnd.clicks > 0 and result.events_sent == ranker.clicks + rnd.clicks
+
+
+def test_retrain_gates_on_recent_lists_and_reloads(server, world):
+    from training.retrain import RetrainArgs, run
+
+    wait_logged(server)
+    before = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
+    result = run(
+        RetrainArgs(
+            service_url=str(server.base_url),
+            token=TOKEN,
+            pipeline=True,
+            embeddings=False,
+            epochs=2,
+            buckets=1024,
+            emb_dim=8,
+            deep="32",
+            batch_size=64,
+            min_gain=-1.0,  # always register: this test is about the path, not the winner
+            out_dir=str(world["root"] / "runs"),
+        ),
+        settings=world["settings"],
+    )
+    assert result.rows["served_lists"] > 0 and result.rows["events"] > 0
+    assert result.gate.lists > 0 and 0 <= result.gate.serving_auc <= 1
+    assert result.registered and result.reload is not None
+    after = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
+    assert after == result.registered != before
+
+
+def test_hot_swap_serves_every_request_during_reload(server, world):
+    from training.retrain import _WithProfile
+    from training.store import save_ranker
+
+    old = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
+    users = [sim_user(world, n) for n in range(10)]
+    codes, tags, stop = [], [], threading.Event()
+    port = server.base_url.port
+
+    def hammer():
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            n = 0
+            while not stop.is_set():
+                r = c.post("/recommend", json={"user_id": users[n % len(users)], "k": 5})
+                codes.append(r.status_code)
+                if r.status_code == 200:
+                    tags.append(r.json()["ranker"])
+                n += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(codes) >= 3)  # traffic is flowing before the reload starts
+        new_tag = save_ranker(
+            _WithProfile(world["bundle"], world["profiles"]), {}, {"feature_service": "ranker_v1"}
+        )
+        r = server.post("/reload", json={}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["after"]["variants"][0]["model"] == new_tag != old
+        wait_for(lambda: tags.count(new_tag) >= 3)  # and keeps flowing after the swap
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert len(codes) >= 6 and set(codes) == {200}, sorted(set(codes))
+    assert new_tag in tags and tags[-1] in (new_tag, "random")
+    assert (
+        server.post("/reload", json={"model": "cartwise-ranker:nope"}, headers=AUTH).status_code
+        == 400
+    )
+    assert server.post("/reload", json={}).status_code == 401
