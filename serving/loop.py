@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from features.drift import DEFAULT_THRESHOLD, compare
+from governance.served_lists import store_served_lists
 from serving import routing
 from serving.experiments import parse, single
 from serving.list_log import ListLogger
@@ -122,8 +123,6 @@ class ServingLoop:
         *,
         log_lists: bool = True,
     ):
-        from governance.served_lists import store_served_lists
-
         self.engine = engine
         self.load_ranker, self.features_for = load_ranker, features_for
         self._reload_lock = threading.Lock()

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from governance.db import connect
+
 Z95 = 1.959963984540054
 
 OUTCOMES_SQL = """
@@ -170,8 +172,6 @@ def summarise(rows: pd.DataFrame) -> list[VariantOutcome]:
 
 
 def outcome_rows(settings=None, since=None, experiment: str | None = None) -> pd.DataFrame:
-    from governance.db import connect
-
     since = since or datetime(1970, 1, 1, tzinfo=UTC)
     conn = connect(settings)
     try:

@@ -27,6 +27,16 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from features import pipeline
+from features.drift import profile, save_profiles
+from features.store import apply
+from features.training_set import build_training_set, labels_sql
+from governance.settings import get_settings
+from training.metrics import roc_auc
+from training.ranker import RankerTrainArgs, numeric_objects, time_split
+from training.ranker import train as train_ranker
+from training.store import info, load_ranker, save_ranker
+
 log = logging.getLogger(__name__)
 
 # Lists the service logged, as ranker label rows (same columns as RANKER_LABELS_SQL). A list the
@@ -109,8 +119,6 @@ class _WithProfile:
         self.bundle, self.profiles = bundle, profiles
 
     def save(self, folder):
-        from features.drift import save_profiles
-
         out = self.bundle.save(folder)
         save_profiles(self.profiles, folder)
         return out
@@ -118,8 +126,6 @@ class _WithProfile:
 
 def training_frame(settings, store, feature_service: str, start, end):
     """Point-in-time frame over shop impressions and served lists, with its sources counted."""
-    from features.training_set import build_training_set, labels_sql
-
     events_sql = labels_sql(feature_service, start, end)
     served_sql = SERVED_LABELS_SQL.format(start=pd.Timestamp(start), end=pd.Timestamp(end))
     sql = f"({events_sql}) UNION ALL ({served_sql})"
@@ -131,12 +137,10 @@ def training_frame(settings, store, feature_service: str, start, end):
 
 
 def gate(candidate, serving, test: pd.DataFrame, min_gain: float) -> GateResult:
-    from serving.features import ranker_input
-    from training.metrics import roc_auc
-
+    # The frame holds every column of the feature service, as the candidate trained on it.
     y = test["label"].to_numpy()
-    c = candidate.predict(ranker_input(test, candidate.spec))
-    s = serving.predict(ranker_input(test, serving.spec))
+    c = candidate.predict(test)
+    s = serving.predict(test)
     return GateResult(
         float(roc_auc(y, c)),
         float(roc_auc(y, s)),
@@ -158,14 +162,6 @@ def reload_service(url: str, token: str, timeout_s: float = 120.0) -> dict:
 
 
 def run(args: RetrainArgs, settings=None) -> RetrainResult:
-    from features import pipeline
-    from features.drift import profile
-    from features.store import apply
-    from governance.settings import get_settings
-    from training.ranker import RankerTrainArgs, numeric_objects, time_split
-    from training.ranker import train as train_ranker
-    from training.store import info, load_ranker, save_ranker
-
     settings = settings or get_settings()
     serving_info = info(args.serving_model)
     feature_service = serving_info["metadata"]["feature_service"]
