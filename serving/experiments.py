@@ -12,8 +12,8 @@ requests and logged next to the served scores, never shown.
 
 Assignment hashes the experiment name with the user's pseudonym (SHA-256, not Python's salted
 hash), so a user keeps their variant across requests, workers and restarts, and a new
-experiment reshuffles users independently of the last one. Anonymous requests hash their
-list id, so they spread over the variants by the same shares.
+experiment reshuffles users independently of the last one. Anonymous requests hash a random
+key, so they spread over the variants by the same shares.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Experiment:
         object.__setattr__(self, "_bounds", tuple(bounds))
 
     def assign(self, key: str) -> Variant:
-        """The variant of a user (pseudonym) or an anonymous request (list id)."""
+        """The variant of a user (pseudonym) or of an anonymous request (a random key)."""
         u = bucket(self.name, key)
         for v, upper in zip(self.variants, self._bounds):
             if u < upper:

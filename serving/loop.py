@@ -89,6 +89,7 @@ class DriftMonitor:
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, every_s: float = DRIFT_EVERY_S):
         self.threshold, self.every_s = threshold, every_s
         self.windows: dict[str, deque] = {}
+        self.profiles: dict[str, dict] = {}
         self.last: dict[str, dict[str, float]] = {}
         self._next = time.monotonic() + every_s
 
@@ -96,15 +97,14 @@ class DriftMonitor:
         if not profiles or not rows:
             return
         self.windows.setdefault(model, deque(maxlen=DRIFT_WINDOW)).extend(rows)
-        self._profiles = getattr(self, "_profiles", {})
-        self._profiles[model] = profiles
+        self.profiles[model] = profiles
         if time.monotonic() >= self._next:
             self.update()
 
     def update(self) -> None:
         self._next = time.monotonic() + self.every_s
         for model, window in self.windows.items():
-            report = compare(self._profiles[model], pd.DataFrame(list(window)), self.threshold)
+            report = compare(self.profiles[model], pd.DataFrame(list(window)), self.threshold)
             self.last[model] = {f.feature: round(f.psi, 4) for f in report.features}
             for f in report.features:
                 PSI.labels(model=model, feature=f.feature).set(f.psi)

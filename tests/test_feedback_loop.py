@@ -255,6 +255,17 @@ def test_closed_loop_ranker_beats_random(server, world):
     assert 0 < ranker.expected_ctr < ranker.oracle_ctr
     assert ranker.clicks + rnd.clicks > 0 and result.events_sent == ranker.clicks + rnd.clicks
 
+    # Drift of what the ranker was served against its training profile, per feature.
+    from training.drift_report import drift
+
+    wait_logged(server)
+    report = drift(
+        world["ranker_tag"], datetime(2000, 1, 1, tzinfo=UTC), settings=world["settings"]
+    )
+    psi = {f.feature: f.psi for f in report.features}
+    assert len(psi) >= 5 and all(v >= 0 for v in psi.values())
+    assert all(f.n_served >= 8 * ranker.requests for f in report.features)
+
 
 def test_retrain_gates_on_recent_lists_and_reloads(server, world):
     from training.retrain import RetrainArgs, run
