@@ -48,6 +48,16 @@ COMMANDS: dict[str, Command] = {
         "bentoml", "serve the HTTP API (bentoml serve flags)", ("serve", "serving.service:Cartwise")
     ),
     "service-demo": Command("serving.demo", "call the running service the way a shop would"),
+    "retrain": Command(
+        "training.retrain", "retrain on events and served lists, gate, register, reload"
+    ),
+    "closed-loop": Command(
+        "training.closed_loop", "simulated users against the running service, clicks by truth"
+    ),
+    "online-report": Command(
+        "training.online_report", "online CTR, conversion, NDCG per model and variant"
+    ),
+    "drift-report": Command("training.drift_report", "PSI per feature: served vs training"),
 }
 
 
