@@ -39,11 +39,27 @@ Environment (defaults in brackets):
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from datetime import UTC, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis
+
+from benchmarks.common import record, scratch_database
+from features import pipeline
+from features.realtime import push_events
+from features.training_set import build_training_set, labels_sql
+from governance.db import transaction
+from tests import feature_events as synthetic
 
 ONLINE_REFS = [
     "user_stats:ctr_7d",
@@ -58,8 +74,6 @@ ONLINE_REFS = [
 
 def _rec(name, value, unit, baseline=None, params=None):
     """benchmarks.common.record; ms metrics are lower-is-better (ratio = baseline / value)."""
-    from benchmarks.common import record
-
     return record(name, float(value), unit, baseline, params or {}, higher_is_better=unit != "ms")
 
 
@@ -71,7 +85,6 @@ def prepare(
     n_users: int = 300,
     embeddings: bool = False,
 ):
-    from features import pipeline, synthetic
     from features.store import apply
 
     catalog = synthetic.load(
@@ -89,9 +102,6 @@ def prepare(
 
 
 def bench_pit(store, catalog, days: float = 10) -> list[dict]:
-    from features import synthetic
-    from features.training_set import build_training_set
-
     t0 = time.perf_counter()
     df = build_training_set(
         store, "ranker_v1", start=synthetic.T0, end=synthetic.T0 + timedelta(days=days + 1)
@@ -127,10 +137,6 @@ def bench_online(store, catalog, calls: int = 1000, label: str = "sqlite") -> li
 
 
 def bench_push(store, catalog, settings, pushes: int = 200) -> list[dict]:
-    from datetime import datetime
-
-    from features.realtime import push_events
-
     lat = []
     user = catalog["users"][0]
     for k in range(pushes):
@@ -190,7 +196,6 @@ def run_all(
     out += bench_online(store, catalog, calls, "sqlite")
     out += bench_push(store, catalog, settings)
     if redis_url:
-        from features import synthetic
         from features.store import apply
 
         rstore = apply(settings.model_copy(update={"redis_url": redis_url}))
@@ -206,8 +211,6 @@ def run_all(
 
 
 def _env_int(name: str, default: int) -> int:
-    import os
-
     return int(float(os.environ.get(name) or default))
 
 
@@ -217,10 +220,6 @@ def _stage(out: list, name: str, seconds: float, **params) -> None:
 
 
 def _run(args: list[str], settings, folder) -> float:
-    import os
-    import subprocess
-    import sys
-
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -238,15 +237,9 @@ def _run(args: list[str], settings, folder) -> float:
 
 
 def _sql(settings, query: str, params=None):
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else None
 
 
 def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool = False):
@@ -315,8 +308,6 @@ def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool 
 
 def _entity_table(settings, n_rows: int) -> tuple[str, int]:
     """ranker_v1 labels for n_rows clean impressions spread over the period, as a table."""
-    from features.training_set import labels_sql
-
     table = f"bench_entities_{n_rows}"
     sql = (
         labels_sql("ranker_v1", "1970-01-01", "2100-01-01")
@@ -329,10 +320,6 @@ def _entity_table(settings, n_rows: int) -> tuple[str, int]:
 
 def _timed_pit(store, settings, entity_sql: str, method: str, timeout_s: float):
     """build_training_set on entity_sql; a query still running after timeout_s is cancelled."""
-    import threading
-
-    from features.training_set import build_training_set
-
     done = threading.Event()
     cancelled = []
 
@@ -470,8 +457,6 @@ def _materialize(store, settings, out: list, label: str) -> None:
 
 
 def _delete_redis_project(redis_url: str, project: str) -> int:
-    import redis
-
     client = redis.Redis.from_url(redis_url)
     n = 0
     batch = []
@@ -494,13 +479,6 @@ def run_sim(
     redis_url: str | None = None,
 ) -> list[dict]:
     """The whole simulated-shop benchmark in a scratch database and folder (see module doc)."""
-    import os
-    import shutil
-    import tempfile
-    import uuid
-    from pathlib import Path
-
-    from benchmarks.common import scratch_database
     from features.store import apply
 
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 200_000)

@@ -17,19 +17,18 @@ import time
 from pathlib import Path
 
 from benchmarks.common import record, scratch_database
+from governance.db import transaction
+from governance.ingest import ingest_file
+from governance.simulate import SimConfig, simulate
 
 
 def _simulate(folder: Path, events: int) -> Path:
-    from governance.simulate import SimConfig, simulate
-
     simulate(SimConfig(seed=5, events=events, days=1, dirty_share=0.0), folder, progress=False)
     return next((folder / "events").glob("*.csv.gz"))
 
 
 def _raw_copy(settings, path: Path) -> float:
-    from governance.db import connect
-
-    with connect(settings) as conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(
             "INSERT INTO ingest_batches (source, table_name, checksum) "
             "VALUES ('bench', 'events', 'raw-copy') RETURNING batch_id"
@@ -37,16 +36,13 @@ def _raw_copy(settings, path: Path) -> float:
         batch = cur.fetchone()[0]
         cur.execute(f"ALTER TABLE events ALTER COLUMN batch_id SET DEFAULT {batch}")
     start = time.perf_counter()
-    with connect(settings) as conn, conn.cursor() as cur, gzip.open(path, "rb") as fh:
+    with transaction(settings) as cur, gzip.open(path, "rb") as fh:
         header = fh.readline().decode().strip().replace('"', "")
         cur.copy_expert(f"COPY events ({header}) FROM STDIN WITH (FORMAT csv)", fh)
     return time.perf_counter() - start
 
 
 def run_all(events: int = 1_000_000) -> list[dict]:
-    from governance.db import connect
-    from governance.ingest import ingest_file
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = _simulate(folder, events)
@@ -63,7 +59,7 @@ def run_all(events: int = 1_000_000) -> list[dict]:
                     result = ingest_file("events", path, settings=settings, write_files=False)
                     timings[side] = time.perf_counter() - start
                     assert result.reconciles
-                with connect(settings) as conn, conn.cursor() as cur:
+                with transaction(settings) as cur:
                     cur.execute("SELECT count(*) FROM events")
                     loaded = cur.fetchone()[0]
             timings[f"{side}_rows"] = loaded

@@ -11,6 +11,12 @@ from __future__ import annotations
 import os
 import time
 
+from tests.training_data import intent_queries, ranker_frame
+from training.common import minilm_path, seed_everything
+from training.intent import encode_labels, fit_sklearn
+from training.intent_model import IntentLoss, IntentNet, load_encoder, tokenize
+from training.ranker_model import DCNv2, FeatureSpec, RankerConfig, RankerTrain
+
 
 def _record(name, value, unit, baseline, params):
     return {
@@ -24,9 +30,7 @@ def _record(name, value, unit, baseline, params):
 
 
 def _steps_per_s(module, enc, batch_size: int, steps: int) -> float:
-    import torch
-
-    from training.ranker_model import RankerTrain
+    import torch  # heavy: imported when a training benchmark runs
 
     wrapper = module if hasattr(module, "model") else RankerTrain(module)
     opt = torch.optim.AdamW(wrapper.parameters(), lr=1e-3)
@@ -47,12 +51,8 @@ def _steps_per_s(module, enc, batch_size: int, steps: int) -> float:
 
 
 def bench_ranker(n_lists: int = 400, batch_size: int = 512, steps: int = 30) -> list[dict]:
-    import torch
-    from torch import nn
-
-    from training.common import seed_everything
-    from training.ranker_model import DCNv2, FeatureSpec, RankerConfig
-    from training.synthetic import ranker_frame
+    import torch  # heavy: imported when a training benchmark runs
+    from torch import nn  # heavy, as above
 
     seed_everything(0)
     frame = ranker_frame(n_lists=n_lists, list_size=20)
@@ -84,12 +84,7 @@ def bench_ranker(n_lists: int = 400, batch_size: int = 512, steps: int = 30) -> 
 
 def bench_intent(batch_size: int = 32, max_len: int = 32, steps: int = 5) -> list[dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    from training.common import minilm_path, seed_everything
-    from training.intent import encode_labels, fit_sklearn
-    from training.intent_model import IntentLoss, IntentNet, load_encoder, tokenize
-    from training.synthetic import intent_queries
+    import torch  # heavy: imported when a training benchmark runs
 
     seed_everything(0)
     df = intent_queries(600)

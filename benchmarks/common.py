@@ -9,6 +9,9 @@ from contextlib import contextmanager
 import psycopg2
 from sqlalchemy.engine import make_url
 
+from governance.db import migrate
+from governance.settings import Settings
+
 ADMIN_URL = os.environ.get("CARTWISE_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -47,9 +50,6 @@ def _admin(sql: str) -> None:
 @contextmanager
 def scratch_database():
     """A migrated database that exists for the benchmark only."""
-    from governance.db import migrate
-    from governance.settings import Settings
-
     name = f"cw_bench_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{name}"')
     url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)

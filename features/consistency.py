@@ -20,30 +20,26 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from governance.db import transaction
+
 BATCH_VIEWS = ("user_stats", "item_stats", "category_stats", "user_category_affinity")
 
 
 def sample_entities(settings=None, n: int = 50) -> pd.DataFrame:
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """SELECT DISTINCT ON (f.user_id, f.category) f.user_id, i.item_id, f.category
-                   FROM user_category_features f
-                   JOIN items i ON i.category = f.category
-                   -- recent snapshots only: older ones are past the views' TTL on both sides
-                   WHERE f.event_timestamp >=
-                         (SELECT max(event_timestamp) FROM user_category_features)
-                                              - interval '7 days'
-                   ORDER BY f.user_id, f.category, md5(i.item_id || f.user_id)
-                   LIMIT %s""",
-                (n,),
-            )
-            return pd.DataFrame(cur.fetchall(), columns=["user_id", "item_id", "category"])
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            """SELECT DISTINCT ON (f.user_id, f.category) f.user_id, i.item_id, f.category
+               FROM user_category_features f
+               JOIN items i ON i.category = f.category
+               -- recent snapshots only: older ones are past the views' TTL on both sides
+               WHERE f.event_timestamp >=
+                     (SELECT max(event_timestamp) FROM user_category_features)
+                                          - interval '7 days'
+               ORDER BY f.user_id, f.category, md5(i.item_id || f.user_id)
+               LIMIT %s""",
+            (n,),
+        )
+        return pd.DataFrame(cur.fetchall(), columns=["user_id", "item_id", "category"])
 
 
 def _same(a, b) -> bool:

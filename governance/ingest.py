@@ -32,9 +32,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from tqdm import tqdm
 
 from governance import cleaning
-from governance.db import connect
+from governance.db import connect, migrate, transaction
+from governance.online_retail import load_online_retail
 from governance.privacy import pseudonymise, pseudonymise_series
 from governance.report import build_quality, write_report
 from governance.schemas import PII_COLUMNS, RECORD_MODELS, TABLE_COLUMNS
@@ -497,14 +499,12 @@ def _load_batch(
 
 def _mark_failed(settings: Settings, batch_id: int, exc: BaseException) -> None:
     try:
-        conn = connect(settings)
-        with conn, conn.cursor() as cur:
+        with transaction(settings) as cur:
             cur.execute(
                 """UPDATE ingest_batches SET status = 'failed', error = %s, finished_at = now()
                            WHERE batch_id = %s AND status = 'running'""",
                 (str(exc)[:2000], batch_id),
             )
-        conn.close()
     except Exception:  # the database itself may be what failed; the batch stays 'running'
         log.warning("could not mark batch %s as failed", batch_id, exc_info=True)
 
@@ -541,8 +541,6 @@ def ingest_simulation(
     folder: Path | str, *, settings: Settings | None = None, progress: bool = True
 ) -> list[BatchResult]:
     """Catalogue first (events must name known items), then users, queries and daily events."""
-    from tqdm import tqdm
-
     folder = Path(folder)
     files = [
         ("items", folder / "items.csv.gz"),
@@ -566,8 +564,6 @@ def ingest_online_retail(
     path: Path | str, *, settings: Settings | None = None
 ) -> list[BatchResult]:
     """The UCI Online Retail log through its adapter: items, users, then events."""
-    from governance.online_retail import load_online_retail
-
     path = Path(path)
     checksum = file_checksum(path)
     batch = load_online_retail(path)
@@ -616,7 +612,7 @@ def _print(results: list[BatchResult]) -> None:
 
 def summary(settings: Settings | None = None) -> str:
     """Loaded batches per table and source, with the quarantine reasons: the demo's printout."""
-    with connect(settings) as conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute("""SELECT table_name, source, count(*), sum(rows_read), sum(rows_loaded),
                               sum(rows_quarantined), sum(rows_duplicate)
                        FROM ingest_batches WHERE status = 'loaded'
@@ -664,7 +660,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("summary", help="print loaded batches and quarantine reasons")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from governance.db import migrate
 
     migrate()
     if args.command == "summary":

@@ -53,7 +53,7 @@ def pseudonymise_synthetic_users(settings) -> None:
 def intent_examples():
     import pandas as pd
 
-    from features.synthetic import WORDS
+    from tests.feature_events import WORDS
 
     rows = []
     for cat, words in WORDS.items():
@@ -84,10 +84,11 @@ def build(
 ) -> dict:
     """Everything `serving.service:Cartwise` needs, in `settings`' database and online store
     and in the model store of $BENTOML_HOME. Returns the catalogue and the model tags."""
-    from features import pipeline, synthetic
+    from features import pipeline
     from features.store import apply
     from features.training_set import build_training_set
     from governance.db import transaction
+    from tests import feature_events as synthetic
     from training.intent import IntentTrainArgs
     from training.intent import train as train_intent
     from training.ranker import RankerTrainArgs

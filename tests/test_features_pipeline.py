@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from features import pipeline, synthetic
-from governance.db import connect, transaction
+from conftest import _drop, _url_for, make_database
+
+from features import pipeline
+from governance.db import transaction
+from governance.settings import Settings
+from tests import feature_events as synthetic
 
 TABLES = {
     "user_features": "user_id, event_timestamp",
@@ -19,14 +23,12 @@ TABLES = {
 
 def _dump(settings) -> dict:
     out = {}
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         for table, key in TABLES.items():
             cur.execute(f"SELECT * FROM {table} ORDER BY {key}")
             cols = [d[0] for d in cur.description]
             keep = [i for i, c in enumerate(cols) if c != "created_at"]
             out[table] = [tuple(r[i] for i in keep) for r in cur.fetchall()]
-    conn.close()
     return out
 
 
@@ -41,10 +43,6 @@ def _load(settings, seed=1, days=6.0, start=synthetic.T0, n_sessions=150, prefix
 
 
 def test_incremental_run_equals_full_recompute(settings, database_url, template_database):
-    from conftest import _drop, _url_for, make_database
-
-    from governance.settings import Settings
-
     catalog = _load(settings)
     first = pipeline.run(settings, embeddings=False)
     assert first.events > 0 and first.rows["user_features"] > 0
@@ -63,11 +61,9 @@ def test_incremental_run_equals_full_recompute(settings, database_url, template_
     name = make_database(template_database)
     try:
         fresh = Settings(database_url=_url_for(name), data_dir=settings.data_dir)
-        conn = connect(settings)
-        with conn, conn.cursor() as cur:
+        with transaction(settings) as cur:
             cur.execute("SELECT * FROM events ORDER BY event_id")
             events = cur.fetchall()
-        conn.close()
         with transaction(fresh) as cur:
             synthetic.insert_catalog(cur, seed=0)
             synthetic.insert_events(cur, [tuple(r[:12]) for r in events])
@@ -168,8 +164,7 @@ def test_windows_and_bots(settings):
         ]
         synthetic.insert_events(cur, rows)
     pipeline.run(settings, embeddings=False)
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute("""SELECT event_timestamp, impressions_1h, clicks_1h, ctr_1h, clicks_7d,
                               purchases_30d, spend_30d, avg_price_paid_30d, top_category_1,
                               last_event_ts_s
@@ -182,7 +177,6 @@ def test_windows_and_bots(settings):
             "WHERE user_id = 'u00000' ORDER BY event_timestamp"
         )
         session = cur.fetchall()
-    conn.close()
     assert bot_only == 0
     first, second = snaps
     assert first[0] == datetime(2024, 3, 1, 11, tzinfo=UTC)  # end of the hour
@@ -231,8 +225,7 @@ def test_item_and_category_windows_by_hand(settings):
         )
         synthetic.insert_events(cur, rows)
     pipeline.run(settings, embeddings=False)
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute("""SELECT event_timestamp, item_impressions_7d, item_clicks_7d,
                               item_impressions_30d, item_clicks_30d
                        FROM item_features WHERE item_id = 'i00000' ORDER BY 1""")
@@ -243,7 +236,6 @@ def test_item_and_category_windows_by_hand(settings):
             (synthetic.CATEGORIES[0],),
         )
         category = cur.fetchall()
-    conn.close()
     hour = datetime(2024, 3, 1, 11, tzinfo=UTC)
     assert item == [
         (hour, 1, 1, 1, 1),

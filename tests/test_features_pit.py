@@ -9,20 +9,20 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import _drop, _url_for, make_database
 
-from features import pipeline, synthetic
+from features import pipeline
+from features import store as feast_store
 from features.training_set import build_training_set
+from governance.db import transaction
 from governance.settings import Settings
+from tests import feature_events as synthetic
 
 END = synthetic.T0 + timedelta(days=11)
 
 
 @pytest.fixture(scope="module")
 def env(template_database, tmp_path_factory):
-    from conftest import _drop, _url_for, make_database
-
-    from features import store as feast_store
-
     name = make_database(template_database)
     settings = Settings(
         database_url=_url_for(name),
@@ -68,15 +68,11 @@ def test_lateral_matches_stock_on_labels(env, service):
 
 def test_lateral_matches_stock_on_edge_rows(env):
     """Rows exactly at snapshot times, one second before, past the TTL, unknown keys."""
-    from governance.db import connect
-
-    conn = connect(env["settings"])
-    with conn, conn.cursor() as cur:
+    with transaction(env["settings"]) as cur:
         cur.execute("SELECT user_id, event_timestamp FROM user_features ORDER BY 1, 2 LIMIT 20")
         users = cur.fetchall()
         cur.execute("SELECT item_id, event_timestamp FROM item_features ORDER BY 1, 2 LIMIT 20")
         items = cur.fetchall()
-    conn.close()
     cat = env["catalog"]["category"]
     rows = []
     for (u, ts), (i, _) in zip(users, items):

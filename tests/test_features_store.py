@@ -10,20 +10,23 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from conftest import _drop, _url_for, make_database
 
-from features import pipeline, synthetic
-from governance.db import connect, transaction
+from features import pipeline
+from features import store as feast_store
+from features.consistency import check, sample_entities
+from features.embeddings import update_item_embeddings
+from features.realtime import push_events
+from features.training_set import build_training_set
+from governance.db import transaction
 from governance.settings import Settings
+from tests import feature_events as synthetic
 
 END = synthetic.T0 + timedelta(days=11)
 
 
 @pytest.fixture(scope="module")
 def env(template_database, tmp_path_factory):
-    from conftest import _drop, _url_for, make_database
-
-    from features import store as feast_store
-
     name = make_database(template_database)
     settings = Settings(
         database_url=_url_for(name),
@@ -38,17 +41,13 @@ def env(template_database, tmp_path_factory):
 
 
 def _sql(settings, query, params=()):
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(query, params)
         rows = cur.fetchall() if cur.description else None
-    conn.close()
     return rows
 
 
 def test_training_set_point_in_time_without_leakage(env):
-    from features.training_set import build_training_set
-
     settings, fs = env["settings"], env["store"]
     df = build_training_set(fs, "ranker_v1", start=synthetic.T0, end=END)
     n_impressions = _sql(
@@ -133,8 +132,6 @@ def _latest_user_row(settings, user):
 
 
 def test_materialize_sqlite_and_consistency(env):
-    from features.consistency import check, sample_entities
-
     settings, fs = env["settings"], env["store"]
     # synthetic data lives in 2024: materialize-incremental would start at now - TTL
     fs.materialize(start_date=synthetic.T0 - timedelta(days=400), end_date=END)
@@ -168,8 +165,6 @@ def test_materialize_sqlite_and_consistency(env):
 
 
 def test_materialize_redis(env, redis_url):
-    from features import store as feast_store
-
     settings = env["settings"].model_copy(update={"redis_url": redis_url})
     fs = feast_store.apply(settings)
     assert fs.config.online_store.type == "redis"
@@ -184,8 +179,6 @@ def test_materialize_redis(env, redis_url):
 
 
 def test_push_is_visible_within_a_second_and_never_double_counts(env):
-    from features.realtime import push_events
-
     settings, fs = env["settings"], env["store"]
     user = env["catalog"]["users"][7]
     item = env["catalog"]["items"][4]
@@ -263,8 +256,6 @@ def test_push_is_visible_within_a_second_and_never_double_counts(env):
 
 
 def test_title_embeddings_only_recomputed_on_change(env):
-    from features.embeddings import update_item_embeddings
-
     settings = env["settings"]
     assert env["report"].embeddings["embedded"] == len(env["catalog"]["items"])
     dims = _sql(settings, "SELECT DISTINCT array_length(title_embedding, 1) FROM item_embeddings")

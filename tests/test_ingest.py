@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from governance.db import connect
+from governance.db import transaction
 from governance.ingest import IngestError, ingest_file, ingest_frame, ingest_simulation
 from governance.privacy import is_pseudonym, pseudonymise
+from governance.schemas import CLEAN_MODELS
 from governance.simulate import SimConfig, simulate
 
 ITEMS = pd.DataFrame(
@@ -105,7 +106,7 @@ GOOD_EVENTS = [
 
 
 def rows(settings, sql, args=()):
-    with connect(settings) as conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(sql, args)
         return cur.fetchall()
 
@@ -255,7 +256,7 @@ def test_connection_killed_mid_batch_leaves_nothing_and_rerun_completes(with_ite
 
     def kill_own_backend(conn) -> None:
         pid = conn.get_backend_pid()
-        with connect(settings) as killer, killer.cursor() as cur:
+        with transaction(settings) as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
     with pytest.raises(IngestError, match="rolled back"):
@@ -388,8 +389,6 @@ def test_bot_flags_match_the_simulators_ground_truth(settings, tiny_sim):
 
 
 def test_loaded_rows_satisfy_the_stored_row_models(settings, tiny_sim):
-    from governance.schemas import CLEAN_MODELS
-
     results = ingest_simulation(tiny_sim, settings=settings, progress=False)
     assert {r.table for r in results} == set(CLEAN_MODELS)
     for r in results:

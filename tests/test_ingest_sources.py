@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from governance import privacy, schemas
-from governance.db import connect
+from governance.db import migrate, stop_embedded_server, transaction
 from governance.ingest import ingest_frame, ingest_online_retail
 from governance.settings import Settings
 
@@ -35,7 +35,7 @@ def test_online_retail_sample_ingests_with_the_expected_counts(settings):
     assert reasons["non_product_stock_code"] == int(non_product.sum())
     assert reasons["price: greater_than(0)"] == int(zero_price.sum())
     assert users.rows_loaded == source["CustomerID"].dropna().nunique()
-    with connect(settings) as conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute("SELECT count(*) FILTER (WHERE event_type = 'return'), count(*) FROM events")
         returns, stored = cur.fetchone()
         cur.execute(
@@ -54,8 +54,6 @@ def test_online_retail_sample_ingests_with_the_expected_counts(settings):
 
 @pytest.mark.slow
 def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
-    from governance.db import migrate, stop_embedded_server
-
     settings = Settings(database_url=None, data_dir=tmp_path / "data")
     try:
         migrate(settings)
@@ -77,7 +75,7 @@ def test_embedded_postgres_starts_migrates_and_loads(tmp_path):
             source="test",
         )
         assert result.rows_loaded == 1
-        with connect(settings) as conn, conn.cursor() as cur:
+        with transaction(settings) as cur:
             cur.execute("SELECT title FROM items")
             assert cur.fetchall() == [("Kettle",)]
     finally:

@@ -3,33 +3,34 @@ from ranker_v1 -> train -> BentoML model store -> reload, with lineage back to t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from governance.db import connect
-from governance.ingest import ingest_simulation
-from governance.simulate import SimConfig, simulate
+from features import pipeline
+from features import store as feast_store
+from governance.db import transaction
+from governance.ingest import ingest_online_retail, ingest_simulation
+from governance.simulate import preset, simulate
+from training.ranker import RankerTrainArgs, frame_from_feast, train
+from training.retail import RetailArgs, purchases_from_db, run
 
 
 def _sql(settings, query, params=()):
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(query, params)
         rows = cur.fetchall()
-    conn.close()
     return rows
 
 
 def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
-    from features import pipeline
-    from features import store as feast_store
-    from training.ranker import RankerTrainArgs, frame_from_feast, train
     from training.store import info, load_ranker
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     sim = tmp_path / "sim"
-    simulate(SimConfig(seed=5, events=6_000, days=3, n_users=150, n_items=120), sim, progress=False)
+    simulate(preset("tiny", seed=5), sim, progress=False)
     ingest_simulation(sim, settings=settings, progress=False)
     pipeline.run(settings, embeddings=False)
     feast_store.apply(settings)
@@ -84,11 +85,6 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
 
 
 def test_retail_purchases_from_db_excludes_returns(settings, tmp_path):
-    from pathlib import Path
-
-    from governance.ingest import ingest_online_retail
-    from training.retail import RetailArgs, purchases_from_db, run
-
     ingest_online_retail(
         Path(__file__).parent / "data" / "online_retail_sample.csv.gz", settings=settings
     )

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from tests.training_data import ranker_frame
 from training.ranker import RankerTrainArgs, time_split, train
 from training.ranker_model import FeatureSpec, hash_ids
-from training.synthetic import ranker_frame
 
 TINY = dict(
     buckets=512,
@@ -40,7 +40,7 @@ def test_feature_discovery_roles_and_stats(frame):
     spec = FeatureSpec.discover(frame, 256)
     assert spec.sparse == ["user_id", "item_id", "item_category"]
     assert "p_click" not in spec.dense and "position" not in spec.dense
-    assert "query_item_cosine" in spec.dense and spec.vectors == {"item_title_embedding": 8}
+    assert "user_item_cosine" in spec.dense and spec.vectors == {}
     enc = spec.encode(frame)
     assert np.allclose(enc["dense"].numpy().mean(0), 0, atol=1e-4)
     # Stable hashing: same ids, same buckets, in any process; 0 only for missing.

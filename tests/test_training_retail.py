@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.training_data import retail_purchases
 from training.retail import RetailArgs, _topk, main, rank_metrics, run
-from training.synthetic import retail_purchases
 
 
 def test_model_compared_with_both_baselines(tmp_path):

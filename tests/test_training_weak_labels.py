@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from governance.db import transaction
 from training.weak_labels import label_events, rule_counts, weak_labels
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -59,8 +60,6 @@ def test_intent_map_renames_for_another_taxonomy():
 
 
 def test_weak_labels_from_events_table(settings):
-    from governance.db import transaction
-
     with transaction(settings) as cur:
         cur.execute(
             "INSERT INTO ingest_batches (source, table_name, checksum) "

@@ -1,9 +1,12 @@
 # ruff: noqa: B023  (add() is called only within the iteration that defines it)
-"""Small deterministic event data for the feature tests and benchmarks.
+"""Small hand-shaped event data for the feature-pipeline tests: rows whose every count the tests
+know, in a few categories, with bot sessions marked by the test itself.
 
-Writes straight into the governed source tables (one `ingest_batches` row per call, status
-'loaded'), the way the ingest leaves them. Bigger, realistic data comes from
-`governance.simulate` once it exists; this generator only has to exercise every feature.
+Every row is first checked against the contract's Pandera record models (governance.schemas, via
+governance.validation), then written with COPY into the governed source tables (one
+`ingest_batches` row per call, status 'loaded'), the way the ingest leaves them. Not through the
+ingest itself: its cleaning rules would re-decide `is_bot` and pseudonymise the ids the tests
+name. Realistic data for the other tests comes from the simulator (governance.simulate).
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ from __future__ import annotations
 import io
 import random
 from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from governance.db import transaction
+from governance.schemas import EVENT_COLUMNS
+from governance.validation import validate
 
 CATEGORIES = ["Smartphones", "Laptops", "Headphones", "Sneakers", "Jackets", "Coffee"]
 WORDS = {
@@ -35,6 +44,18 @@ def new_batch(cur, table: str = "events", rows: int = 0, checksum: str | None = 
     return cur.fetchone()[0]
 
 
+def check_contract(table: str, rows: list[dict]) -> None:
+    """Raises when a row breaks the contract: the test data must be data ingest would load."""
+    text = [{k: None if v is None else _text(v) for k, v in r.items()} for r in rows]
+    reasons = validate(table, pd.DataFrame(text, dtype=object)).reasons
+    if not reasons.empty:
+        raise ValueError(f"test {table} rows break the contract: {reasons.head().to_dict()}")
+
+
+def _text(value) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def insert_catalog(cur, n_items: int = 60, n_users: int = 30, seed: int = 0) -> dict:
     rng = random.Random(seed)
     batch = new_batch(cur, "items", n_items)
@@ -55,6 +76,18 @@ def insert_catalog(cur, n_items: int = 60, n_users: int = 30, seed: int = 0) -> 
                 batch,
             )
         )
+    check_contract(
+        "items",
+        [
+            dict(
+                zip(
+                    ("item_id", "title", "category_path", "brand", "price", "listed_at"),
+                    (r[0], r[1], r[2], r[4], r[5], r[6]),
+                )
+            )
+            for r in items
+        ],
+    )
     buf = io.StringIO()
     for row in items:
         buf.write("\t".join(str(v) for v in row) + "\n")
@@ -74,9 +107,11 @@ def insert_catalog(cur, n_items: int = 60, n_users: int = 30, seed: int = 0) -> 
         ),
     )
     ubatch = new_batch(cur, "users", n_users)
+    users = [(f"u{u:05d}", "DE", T0 - timedelta(days=400)) for u in range(n_users)]
+    check_contract("users", [dict(zip(("user_id", "country", "signup_at"), u)) for u in users])
     cur.executemany(
-        "INSERT INTO users (user_id, country, signup_at, batch_id) VALUES (%s, 'DE', %s, %s)",
-        [(f"u{u:05d}", T0 - timedelta(days=400), ubatch) for u in range(n_users)],
+        "INSERT INTO users (user_id, country, signup_at, batch_id) VALUES (%s, %s, %s, %s)",
+        [(*u, ubatch) for u in users],
     )
     return {
         "items": [r[0] for r in items],
@@ -156,6 +191,7 @@ def make_events(
 
 
 def insert_events(cur, rows: list[tuple], batch_id: int | None = None) -> int:
+    check_contract("events", [dict(zip(EVENT_COLUMNS, r[: len(EVENT_COLUMNS)])) for r in rows])
     batch_id = batch_id or new_batch(cur, "events", len(rows))
     buf = io.StringIO()
     for r in rows:
@@ -202,8 +238,6 @@ def load(
     n_users: int = 30,
 ) -> dict:
     """Catalog + one events batch; returns the catalog dict with `batch_id`, `rows`."""
-    from governance.db import transaction
-
     with transaction(settings) as cur:
         catalog = insert_catalog(cur, n_items=n_items, n_users=n_users, seed=seed)
         rows = make_events(catalog, n_sessions, days=days, seed=seed)

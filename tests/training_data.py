@@ -1,7 +1,10 @@
-"""Small synthetic data sets with known structure, for tests and benchmarks only.
+"""Small training frames with known structure, for the training tests and benchmarks.
 
 Each has a signal the models can learn and noise they cannot, so a test can check that
-training beats a trivial baseline without depending on the real simulator.
+training beats a trivial baseline. They speak the project's vocabulary: the intents are
+governance.schemas.INTENTS and the queries come from the simulator's templates
+(governance.simulate.vocabulary), validated by the labelled-queries Pandera model; the ranker
+frame's feature columns are features of the ranker's feature service.
 """
 
 from __future__ import annotations
@@ -9,63 +12,36 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CATEGORIES = {
-    "smartphones": ["phone", "smartphone", "iphone", "android phone"],
-    "running shoes": ["running shoes", "trainers", "sneakers", "jogging shoes"],
-    "laptops": ["laptop", "notebook", "ultrabook", "macbook"],
-    "sofas": ["sofa", "couch", "settee", "loveseat"],
-    "headphones": ["headphones", "earbuds", "headset", "earphones"],
-}
-BRANDS = ["acme", "zenith", "nova", "orbit", "pulse"]
+from governance.schemas import INTENTS
+from governance.simulate import vocabulary
+from governance.validation import validate
+
+# (category, leaf index) of a few leaves: enough categories to classify, few enough to learn.
+LEAVES = [i for i, leaf in enumerate(vocabulary.LEAVES) if leaf[0].startswith("Electronics")][:5]
 
 
 def intent_queries(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """(query, intent, category, source, batch_id) with three intents, five categories."""
+    """(query, intent, category, source, batch_id): the simulator's labelled-query templates,
+    intents in turn, distinct texts, every row valid under LabelledQueryRecord."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for k in range(n):
-        cat = list(CATEGORIES)[rng.integers(len(CATEGORIES))]
-        noun = CATEGORIES[cat][rng.integers(4)]
-        brand = BRANDS[rng.integers(len(BRANDS))]
-        intent = ["buy_product", "browse_category", "support"][k % 3]
-        if intent == "buy_product":
-            q = rng.choice(
-                [
-                    f"buy {brand} {noun}",
-                    f"{brand} {noun} {rng.integers(2, 15)}",
-                    f"{noun} {brand} price",
-                    f"order {brand} {noun}",
-                ]
-            )
-        elif intent == "browse_category":
-            q = rng.choice(
-                [
-                    f"best {noun}s",
-                    f"{noun} ideas",
-                    f"all {noun}s",
-                    f"top rated {noun}s",
-                    f"{noun} deals",
-                ]
-            )
-        else:
-            q = rng.choice(
-                [
-                    f"return my {noun}",
-                    f"where is my {noun} order",
-                    f"refund {brand} {noun}",
-                    f"{noun} warranty help",
-                ]
-            )
-        rows.append(
-            {
-                "query": f"{q} {k}" if rng.random() < 0.3 else q,
-                "intent": intent,
-                "category": None if intent == "support" else cat,
-                "source": "synthetic",
-                "batch_id": 1 + k % 2,
-            }
-        )
-    return pd.DataFrame(rows).drop_duplicates(["query", "intent", "category"])
+    rows, seen = [], set()
+    for k in range(20 * n):
+        if len(rows) == n:
+            break
+        intent = INTENTS[k % len(INTENTS)]
+        leaf = LEAVES[int(rng.integers(len(LEAVES)))]
+        query = vocabulary.make_query(leaf, intent, rng, typo_rate=0.0)
+        if query in seen:
+            continue
+        seen.add(query)
+        category = vocabulary.leaf_name(vocabulary.LEAVES[leaf][0])
+        rows.append({"query": query, "intent": intent, "category": category})
+    checked = validate("labelled_queries", pd.DataFrame(rows, dtype=object))
+    assert checked.reasons.empty, checked.reasons
+    frame = pd.DataFrame(rows)
+    frame["source"] = "labelled"
+    frame["batch_id"] = 1 + np.arange(len(frame)) % 2
+    return frame
 
 
 def ranker_frame(
@@ -74,11 +50,13 @@ def ranker_frame(
     n_users: int = 40,
     n_items: int = 80,
     days: int = 10,
-    emb_dim: int = 8,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """A frame shaped like features.training_set.build_training_set's output."""
+    """A frame shaped like features.training_set.build_training_set's output for the ranker:
+    keys and label, the simulator-style p_click, and a few of ranker_v2's feature columns
+    (item_ctr_smoothed_7d, item_price, clicks_7d, user_item_cosine, item_category)."""
     rng = np.random.default_rng(seed)
+    emb_dim = 8
     item_cat = rng.integers(0, 5, n_items)
     item_q = rng.normal(0, 1, n_items)
     item_emb = rng.normal(0, 1, (n_items, emb_dim)).astype(np.float32)
@@ -89,13 +67,16 @@ def ranker_frame(
         u = int(rng.integers(n_users))
         ts = start + pd.Timedelta(seconds=float(rng.uniform(0, days * 86400)))
         items = rng.choice(n_items, list_size, replace=False)
-        qv = (
+        # The user's recent-items embedding: one item of their favourite category.
+        taste = (
             item_emb[rng.choice(np.where(item_cat == user_pref[u])[0])]
             if (item_cat == user_pref[u]).any()
             else rng.normal(0, 1, emb_dim)
         )
         for pos, it in enumerate(items):
-            cos = float(item_emb[it] @ qv / (np.linalg.norm(item_emb[it]) * np.linalg.norm(qv)))
+            cos = float(
+                item_emb[it] @ taste / (np.linalg.norm(item_emb[it]) * np.linalg.norm(taste))
+            )
             z = (
                 -2.0
                 + 1.2 * item_q[it]
@@ -104,6 +85,7 @@ def ranker_frame(
                 - 0.15 * pos
             )
             p = 1 / (1 + np.exp(-z))
+            ctr = float(1 / (1 + np.exp(-(item_q[it] - 2))) + rng.normal(0, 0.02))
             rows.append(
                 {
                     "event_id": f"e{li}_{pos}",
@@ -114,12 +96,11 @@ def ranker_frame(
                     "position": pos,
                     "label": int(rng.random() < p),
                     "p_click": p,
-                    "item_ctr_7d": float(1 / (1 + np.exp(-(item_q[it] - 2))) + rng.normal(0, 0.02)),
+                    "item_ctr_smoothed_7d": ctr,
                     "item_price": float(np.exp(rng.normal(3, 1))),
-                    "user_clicks_7d": float(rng.poisson(3)),
-                    "query_item_cosine": cos,
+                    "clicks_7d": int(rng.poisson(3)),
+                    "user_item_cosine": cos,
                     "item_category": f"c{item_cat[it]}",
-                    "item_title_embedding": item_emb[it].tolist(),
                 }
             )
     return pd.DataFrame(rows)
@@ -128,7 +109,8 @@ def ranker_frame(
 def retail_purchases(
     n_users: int = 60, n_items: int = 50, days: int = 120, seed: int = 0
 ) -> pd.DataFrame:
-    """Purchases with repeat buying, co-purchase clusters and a popularity drift."""
+    """Purchases (the events table's user_id, item_id, event_ts, quantity) with repeat buying,
+    co-purchase clusters and a popularity drift, as training.retail reads them."""
     rng = np.random.default_rng(seed)
     cluster = rng.integers(0, 5, n_items)
     start = pd.Timestamp("2011-01-01", tz="UTC")
