@@ -6,7 +6,7 @@
         python -m benchmarks --only features
     from benchmarks.bench_features import run_all
     run_all()                                     # scratch database, simulated shop
-    run_all(settings, n_sessions=2000)            # old path: features/synthetic.py into a
+    run_all(settings, n_sessions=2000)            # old path: tests/feature_events.py into a
                                                   # migrated, empty database
 
 With no settings, `run_all` makes a scratch database and a scratch folder, and runs the real
@@ -179,7 +179,7 @@ def run_all(
     days: float = 10,
 ) -> list[dict]:
     """No settings: the simulated-shop benchmark (`run_sim`, sizes from the environment).
-    With settings: the small features/synthetic.py benchmark into that (empty) database."""
+    With settings: the small tests/feature_events.py benchmark into that (empty) database."""
     if settings is None:
         return run_sim(calls=calls)
     store, catalog, report, pipeline_s = prepare(settings, n_sessions=n_sessions, days=days)

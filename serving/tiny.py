@@ -4,7 +4,7 @@ For the serving tests, the serving benchmark and a quick local try-out; minutes 
 
     python -m serving.tiny          # uses DATABASE_URL / REDIS_URL / BENTOML_HOME from the env
 
-Steps, each the project's own code path: synthetic catalogue + events (features.synthetic), user
+Steps, each the project's own code path: synthetic catalogue + events (tests/feature_events), user
 ids pseudonymised as the ingest would have stored them, the feature pipeline (with MiniLM title
 embeddings), `feast apply` + materialize, a point-in-time training set from the ranker's feature
 service, a tiny DCN-v2 ranker and a TF-IDF intent model saved to the BentoML model store.
@@ -37,7 +37,7 @@ INTENT_TEMPLATES = {
 
 
 def pseudonymise_synthetic_users(settings) -> None:
-    """features.synthetic writes raw shop ids; the governed tables hold keyed pseudonyms."""
+    """tests/feature_events.py writes raw shop ids; the governed tables hold keyed pseudonyms."""
     from governance.db import transaction
     from governance.privacy import pseudonymise
 

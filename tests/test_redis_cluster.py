@@ -9,10 +9,11 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from features import pipeline, synthetic
+from features import pipeline
 from governance.db import feast_env
 from governance.redis_url import feast_online_store, parse_redis_url, redis_client
 from governance.settings import Settings
+from tests import feature_events as synthetic
 
 
 def _block(url: str, cluster: bool = False) -> dict:
