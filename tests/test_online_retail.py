@@ -1,7 +1,7 @@
 """Tests of the Online Retail adapter on a committed sample of the real file.
 
 ``tests/data/online_retail_sample.csv.gz`` holds 3,142 of the 541,909 lines of the UCI Online
-Retail CSV (the shared data set's ``online_retail/online_retail.csv.gz``), copied byte for byte
+Retail CSV (the shipped ``data_sets/online_retail/online_retail.csv.gz``), copied byte for byte
 under the header and kept in their original order, so every row is a real line, unchanged. It
 was cut once with a throwaway snippet that picked, from the full file:
 

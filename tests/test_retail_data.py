@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,13 @@ def test_a_corrupt_copy_is_refused_and_replaces_nothing(tmp_path):
     assert set(tmp_path.iterdir()) == {corrupt, good}  # no partial download left behind
     assert retail_data.main(["verify", str(corrupt)]) == 1
     assert retail_data.main(["verify"]) == 0
+
+
+def test_the_test_sample_is_lines_of_the_shipped_file():
+    sample = Path(__file__).parent / "data" / "online_retail_sample.csv.gz"
+    with gzip.open(sample, "rt") as f:
+        lines = f.read().splitlines()
+    with gzip.open(retail_data.SHIPPED, "rt") as f:
+        shipped = f.read().splitlines()
+    assert lines[0] == shipped[0] and len(lines) > 3000
+    assert set(lines[1:]) <= set(shipped[1:])
