@@ -603,18 +603,10 @@ def price_vs_user_avg(inputs: dict) -> dict:
 )
 def query_item_similarity(inputs: dict) -> dict:
     """Cosine between the request's query embedding and the item title embedding (0: unknown)."""
-    import math
+    # One definition for serving and the set-based training path (features.similarity).
+    from features.similarity import cosine
 
-    out = []
-    for a, b in zip(inputs["query_embedding"], inputs["title_embedding"]):
-        if a is None or b is None or len(a) == 0 or len(a) != len(b):
-            out.append(0.0)
-            continue
-        dot = sum(x * y for x, y in zip(a, b))
-        na = math.sqrt(sum(x * x for x in a))
-        nb = math.sqrt(sum(y * y for y in b))
-        out.append(float(dot / (na * nb)) if na > 0 and nb > 0 else 0.0)
-    return {"query_item_cosine": out}
+    return {"query_item_cosine": cosine(inputs["query_embedding"], inputs["title_embedding"])}
 
 
 @on_demand_feature_view(
@@ -629,18 +621,11 @@ def query_item_similarity(inputs: dict) -> dict:
 )
 def user_item_similarity(inputs: dict) -> dict:
     """Cosine between the user's recent-items embedding and the item title (0: unknown)."""
-    import math
+    from features.similarity import cosine
 
-    out = []
-    for a, b in zip(inputs["recent_items_embedding"], inputs["title_embedding"]):
-        if a is None or b is None or len(a) == 0 or len(a) != len(b):
-            out.append(0.0)
-            continue
-        dot = sum(x * y for x, y in zip(a, b))
-        na = math.sqrt(sum(x * x for x in a))
-        nb = math.sqrt(sum(y * y for y in b))
-        out.append(float(dot / (na * nb)) if na > 0 and nb > 0 else 0.0)
-    return {"user_item_cosine": out}
+    return {
+        "user_item_cosine": cosine(inputs["recent_items_embedding"], inputs["title_embedding"])
+    }
 
 
 @on_demand_feature_view(

@@ -12,17 +12,21 @@ intent_v1 rows: one per clean search event: `event_id, event_timestamp, user_id,
 (lower-cased, trimmed), session_id, request_ts_s, label` where label is the query's labelled
 intent (null when unlabelled).
 
-Features come from `store.get_historical_features` on the feature service: for each row Feast
-takes, per feature view, the latest row with event_timestamp <= the label's event_timestamp
-(within the view's TTL). Feature snapshots only hold events strictly before their own
-timestamp (features/pipeline.py), so no row sees its label's click or anything later.
+Features are point in time: for each row, per feature view, the latest row with
+event_timestamp <= the label's event_timestamp (within the view's TTL). Feature snapshots only
+hold events strictly before their own timestamp (features/pipeline.py), so no row sees its
+label's click or anything later.
 
-`method="lateral"` runs the same point-in-time join as one set-based query instead (see
-`lateral_historical_features`): per feature view one `LEFT JOIN LATERAL (... ORDER BY
-event_timestamp DESC LIMIT 1)` that PostgreSQL answers from the (entity, event_timestamp)
-primary keys of the feature tables. Same rows and values as the stock path
-(tests/test_features_pit.py); the stock path joins every entity row to every earlier
-feature row within the TTL before ranking them, which grows with rows x snapshots.
+`method="lateral"` (the default, what training uses) is the set-based path of
+features/frames.py: per feature view one `LEFT JOIN LATERAL (... ORDER BY event_timestamp DESC
+LIMIT 1)` that PostgreSQL answers from the (entity, event_timestamp) primary keys of the feature
+tables, streamed in chunks, with the on-demand views run on whole chunks (vectors as matrices).
+Its frame holds the entity columns and the service's features; on-demand inputs the service
+does not list (the raw embeddings) are left out. `method="stock"` is Feast's
+`get_historical_features`, the reference the tests compare against (same rows and values,
+tests/test_features_pit.py); it joins every entity row to every earlier feature row within the
+TTL before ranking them, which grows with rows x snapshots, and its on-demand views turn every
+embedding into a Python list per row.
 """
 
 from __future__ import annotations
@@ -58,7 +62,31 @@ WHERE s.event_type = 'search' AND NOT s.is_bot AND s.query IS NOT NULL
   AND s.event_ts >= '{start}'::timestamptz AND s.event_ts < '{end}'::timestamptz
 """
 
+# Frame order: both paths return rows sorted by these (where present).
+SORT_COLUMNS = ("event_timestamp", "event_id", "item_id")
+
 LABEL_SQL = {"ranker": RANKER_LABELS_SQL, "intent": INTENT_LABELS_SQL}
+
+# Ingest batches a set of label rows (a table with the columns above) was made of: their own
+# events, and for the ranker the clicks that made its positive labels (a click may land in a
+# later daily batch than its impression).
+LINEAGE_SQL = {
+    # The clicks are found per positive row (LATERAL, kept from being flattened into a join by
+    # OFFSET 0: index scans on events' (user_id, event_ts)); planned as a join on the events
+    # table's statistics, it went quadratic (30 s for 5k rows).
+    "ranker": """
+SELECT DISTINCT e.batch_id FROM {table} t JOIN events e USING (event_id)
+UNION
+SELECT DISTINCT c.batch_id FROM {table} t JOIN events i USING (event_id)
+CROSS JOIN LATERAL (
+    SELECT c.batch_id FROM events c
+    WHERE c.user_id = i.user_id AND c.event_ts >= i.event_ts
+      AND c.event_type = 'click' AND NOT c.is_bot AND c.session_id = i.session_id
+      AND c.item_id = i.item_id AND c.list_id = i.list_id OFFSET 0) c
+WHERE t.label = 1
+""",
+    "intent": "SELECT DISTINCT e.batch_id FROM {table} t JOIN events e USING (event_id)",
+}
 
 
 def _iso(ts) -> str:
@@ -68,9 +96,17 @@ def _iso(ts) -> str:
     return ts.isoformat()
 
 
+def labels_kind(feature_service_name: str) -> str:
+    return "intent" if feature_service_name.startswith("intent") else "ranker"
+
+
 def labels_sql(feature_service_name: str, start, end) -> str:
-    kind = "intent" if feature_service_name.startswith("intent") else "ranker"
-    return LABEL_SQL[kind].format(start=_iso(start), end=_iso(end))
+    return LABEL_SQL[labels_kind(feature_service_name)].format(start=_iso(start), end=_iso(end))
+
+
+def lineage_sql(feature_service_name: str, table: str) -> str:
+    """Batch ids of the label rows in `table` (quoted identifier)."""
+    return LINEAGE_SQL[labels_kind(feature_service_name)].format(table=table)
 
 
 def build_training_set(
@@ -81,15 +117,19 @@ def build_training_set(
     end: datetime | str | None = None,
     entity_df: pd.DataFrame | str | None = None,
     full_feature_names: bool = False,
-    method: str = "stock",
+    method: str = "lateral",
 ) -> pd.DataFrame:
-    """Labels joined point-in-time with the feature service's features.
+    """Labels joined point-in-time with the feature service's features, in memory.
 
     Either `start`/`end` (labels built in PostgreSQL from impressions or searches) or
     `entity_df` (a DataFrame or SQL with the service's join keys and `event_timestamp`;
     `request_ts_s` is added from event_timestamp when missing).
-    `method`: "stock" (Feast's get_historical_features) or "lateral" (same rows, set-based SQL).
+    `method`: "lateral" (set-based, bounded memory: features.frames) or "stock" (Feast's
+    get_historical_features, the reference). For a frame too big for memory, write it to
+    Parquet with `features.frames.build_frame`.
     """
+    if method not in ("stock", "lateral"):
+        raise ValueError(f"method must be 'stock' or 'lateral', not {method!r}")
     if entity_df is None:
         if start is None or end is None:
             raise ValueError("give start and end, or entity_df")
@@ -101,125 +141,16 @@ def build_training_set(
             entity_df["request_ts_s"] = (
                 entity_df["event_timestamp"].astype("int64") // 10**9
             ).astype("int64")
+    if method == "lateral":
+        from features.frames import frame_table
+
+        return frame_table(
+            store, feature_service_name, entity=entity_df, full_feature_names=full_feature_names
+        ).to_pandas()
     service = store.get_feature_service(feature_service_name)
-    if method == "stock":
-        job = store.get_historical_features(
-            entity_df=entity_df, features=service, full_feature_names=full_feature_names
-        )
-    elif method == "lateral":
-        job = lateral_historical_features(
-            store, entity_df, service, full_feature_names=full_feature_names
-        )
-    else:
-        raise ValueError(f"method must be 'stock' or 'lateral', not {method!r}")
+    job = store.get_historical_features(
+        entity_df=entity_df, features=service, full_feature_names=full_feature_names
+    )
     df = job.to_df()
-    sort = [c for c in ("event_timestamp", "event_id", "item_id") if c in df.columns]
+    sort = [c for c in SORT_COLUMNS if c in df.columns]
     return df.sort_values(sort, kind="stable").reset_index(drop=True)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lateral_historical_features(
-    store, entity_df: pd.DataFrame | str, features, full_feature_names: bool = False
-):
-    """`store.get_historical_features` for the PostgreSQL offline store, one LATERAL per view.
-
-    Returns a Feast PostgreSQLRetrievalJob (so `to_df()` applies the on-demand views and
-    dtypes exactly as the stock job does) whose query is, per entity row and feature view,
-    the latest feature row with event_timestamp in [ts - ttl, ts] (no lower bound for ttl 0),
-    ties broken by the created timestamp like Feast. Feature views, their sources, field
-    mappings and TTLs come from Feast's own query context.
-    """
-    import contextlib
-    import copy
-
-    from feast import utils
-    from feast.infra.offline_stores import offline_utils
-    from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as pgo
-    from feast.infra.offline_stores.offline_store import RetrievalMetadata
-
-    registry, project, config = store.registry, store.project, store.config
-    refs = utils._get_features(registry, project, features, allow_cache=True)
-    all_fvs, all_odfvs = utils._get_feature_views_to_use(registry, project, features)
-    all_odfvs = copy.deepcopy(all_odfvs)
-    for odfv in all_odfvs:
-        odfv.write_to_online_store = False
-    fvs, odfvs = utils._group_feature_refs(refs, all_fvs, all_odfvs)
-    feature_views = [view for view, _ in fvs]
-    provider_refs, seen = list(refs), set(refs)
-    for view, feats in fvs:
-        for feat in feats:
-            ref = f"{view.projection.name_to_use()}:{feat}"
-            if ref not in seen:
-                provider_refs.append(ref)
-                seen.add(ref)
-    utils._validate_feature_refs(refs, full_feature_names)
-    if isinstance(entity_df, pd.DataFrame) and config.coerce_tz_aware:
-        entity_df = utils.make_df_tzaware(entity_df)
-    entity_schema = pgo._get_entity_schema(entity_df, config)
-    ts_col = offline_utils.infer_event_timestamp_from_entity_df(entity_schema)
-    ts_range = pgo._get_entity_df_event_timestamp_range(entity_df, ts_col, config)
-    contexts = offline_utils.get_feature_view_query_context(
-        provider_refs, feature_views, registry, project, ts_range
-    )
-
-    @contextlib.contextmanager
-    def query_generator():
-        table = offline_utils.get_temp_entity_table_name()
-        pgo._upload_entity_df(config, entity_df, table)
-        try:
-            yield _lateral_sql(
-                contexts, table, list(entity_schema.keys()), ts_col, full_feature_names
-            )
-        finally:
-            with pgo._get_conn(config.offline_store) as conn, conn.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {_q(table)}")
-
-    return pgo.PostgreSQLRetrievalJob(
-        query=query_generator,
-        config=config,
-        full_feature_names=full_feature_names,
-        on_demand_feature_views=[view for view, _ in odfvs],
-        metadata=RetrievalMetadata(
-            features=refs,
-            keys=list(set(entity_schema.keys()) - {ts_col}),
-            min_event_timestamp=ts_range[0],
-            max_event_timestamp=ts_range[1],
-        ),
-    )
-
-
-def _lateral_sql(
-    contexts, entity_table: str, entity_columns: list[str], ts_col: str, full_feature_names: bool
-) -> str:
-    select = [f"e.{_q(c)}" for c in entity_columns]
-    joins = []
-    for k, ctx in enumerate(contexts):
-        alias = f"fv_{k}"
-        cols = []
-        for feature in ctx.features:
-            out = ctx.field_mapping.get(feature, feature)
-            if full_feature_names:
-                out = f"{ctx.name}__{out}"
-            cols.append(f"sub.{_q(feature)} AS {_q(out)}")
-            select.append(f"{alias}.{_q(out)}")
-        # entity_selections are 'column AS join_key' (join key mapping) or plain names
-        conds = []
-        for sel in ctx.entity_selections:
-            src, _, key = sel.partition(" AS ")
-            conds.append(f"sub.{_q(src.strip())} = e.{_q((key or src).strip())}")
-        tsf = _q(ctx.timestamp_field)
-        conds.append(f"sub.{tsf} <= e.{_q(ts_col)}")
-        if ctx.ttl:
-            conds.append(f"sub.{tsf} >= e.{_q(ts_col)} - {int(ctx.ttl)} * interval '1' second")
-        order = f"sub.{tsf} DESC"
-        if ctx.created_timestamp_column:
-            order += f", sub.{_q(ctx.created_timestamp_column)} DESC"
-        joins.append(
-            f"LEFT JOIN LATERAL (SELECT {', '.join(cols) or '1 AS _none'} "
-            f"FROM {ctx.table_subquery} AS sub WHERE {' AND '.join(conds)} "
-            f"ORDER BY {order} LIMIT 1) AS {alias} ON true"
-        )
-    return f"SELECT {', '.join(select)}\nFROM {_q(entity_table)} AS e\n" + "\n".join(joins)

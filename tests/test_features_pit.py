@@ -1,6 +1,7 @@
-"""The set-based point-in-time path (`build_training_set(..., method="lateral")`) returns the
-same rows and values as Feast's stock `get_historical_features`, on small synthetic data with
-embeddings (array features), snapshot-boundary timestamps, TTL edges and unknown keys."""
+"""The set-based point-in-time path (`build_training_set(..., method="lateral")`, bounded
+memory: features/frames.py) returns the same rows and values as Feast's stock
+`get_historical_features`, on small synthetic data with embeddings (the similarity on-demand
+views), snapshot-boundary timestamps, TTL edges, ties, missing vectors and unknown keys."""
 
 from __future__ import annotations
 
@@ -44,18 +45,28 @@ def _norm(v):
     return v
 
 
-def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    assert sorted(a.columns) == sorted(b.columns)
-    b = b[list(a.columns)]
-    assert len(a) == len(b)
-    for col in a.columns:
-        if a[col].dtype == object or b[col].dtype == object:
-            assert [_norm(v) for v in a[col]] == [_norm(v) for v in b[col]], col
+# On-demand inputs that no service lists: the stock frame carries them, the set-based one not.
+ODFV_ONLY_INPUTS = {"title_embedding", "recent_items_embedding"}
+
+
+def assert_same(stock: pd.DataFrame, fast: pd.DataFrame) -> None:
+    """Same rows, same order, same values for every column of the set-based frame."""
+    assert set(stock.columns) - set(fast.columns) <= ODFV_ONLY_INPUTS
+    assert set(fast.columns) <= set(stock.columns)
+    assert len(stock) == len(fast)
+    for col in fast.columns:
+        a, b = stock[col], fast[col]
+        if col == "event_timestamp":  # stock hands back naive UTC, the frame aware UTC
+            a = pd.to_datetime(a, utc=True)
+        if a.dtype == object or b.dtype == object:
+            assert [_norm(v) for v in a] == [_norm(v) for v in b], col
         else:
-            pd.testing.assert_series_equal(a[col], b[col], check_dtype=False, obj=col)
+            pd.testing.assert_series_equal(
+                a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False, obj=col
+            )
 
 
-@pytest.mark.parametrize("service", ["ranker_v1", "intent_v1"])
+@pytest.mark.parametrize("service", ["ranker_v1", "ranker_v2", "intent_v1"])
 def test_lateral_matches_stock_on_labels(env, service):
     kw = dict(start=synthetic.T0, end=END)
     stock = build_training_set(env["store"], service, method="stock", **kw)
@@ -64,18 +75,30 @@ def test_lateral_matches_stock_on_labels(env, service):
     assert_same(stock, fast)
     feats = [c for c in stock.columns if c in ("ctr_7d", "item_ctr_smoothed_30d", "searches_30d")]
     assert feats and stock[feats].notna().any().all()  # the join found rows, not only nulls
+    if "user_item_cosine" in fast:  # the similarity is really computed, and sometimes unknown
+        assert (fast["user_item_cosine"] != 0).any() and (fast["user_item_cosine"] == 0).any()
 
 
 def test_lateral_matches_stock_on_edge_rows(env):
-    """Rows exactly at snapshot times, one second before, past the TTL, unknown keys."""
+    """Rows exactly at snapshot and embedding times, one second before, at and past the TTL,
+    ties (the same keys and time twice), an empty embedding, unknown keys; on ranker_v2, whose
+    similarity reads both embedding views."""
     with transaction(env["settings"]) as cur:
         cur.execute("SELECT user_id, event_timestamp FROM user_features ORDER BY 1, 2 LIMIT 20")
         users = cur.fetchall()
         cur.execute("SELECT item_id, event_timestamp FROM item_features ORDER BY 1, 2 LIMIT 20")
         items = cur.fetchall()
+        cur.execute("SELECT user_id, event_timestamp FROM user_embeddings ORDER BY 1, 2 LIMIT 10")
+        user_vectors = cur.fetchall()
+        # A user whose recent-items vector is empty: the similarity is 0, not an error.
+        cur.execute(
+            "INSERT INTO user_embeddings (user_id, event_timestamp, recent_items_embedding) "
+            "VALUES ('empty-vector', %s, '{}')",
+            (users[0][1],),
+        )
     cat = env["catalog"]["category"]
     rows = []
-    for (u, ts), (i, _) in zip(users, items):
+    for (u, ts), (i, _) in zip(users + user_vectors, items + items[:10]):
         for t in (
             ts,
             ts - timedelta(seconds=1),
@@ -84,22 +107,27 @@ def test_lateral_matches_stock_on_edge_rows(env):
             ts + timedelta(days=400),
         ):
             rows.append({"user_id": u, "item_id": i, "category": cat[i], "event_timestamp": t})
-    rows.append(
-        {
-            "user_id": "nobody",
-            "item_id": "no-item",
-            "category": "None",
-            "event_timestamp": users[0][1],
-        }
-    )
+    rows += rows[:3]  # ties: the same keys at the same time, other event ids
+    for user, item in (("nobody", "no-item"), ("empty-vector", items[0][0])):
+        rows.append(
+            {"user_id": user, "item_id": item, "category": "None", "event_timestamp": users[0][1]}
+        )
     entity_df = pd.DataFrame(rows)
-    entity_df["event_id"] = [f"r{k}" for k in range(len(entity_df))]
-    stock = build_training_set(env["store"], "ranker_v1", entity_df=entity_df, method="stock")
-    fast = build_training_set(env["store"], "ranker_v1", entity_df=entity_df, method="lateral")
+    entity_df["event_id"] = [f"r{k:04d}" for k in range(len(entity_df))]
+    try:
+        stock = build_training_set(env["store"], "ranker_v2", entity_df=entity_df, method="stock")
+        fast = build_training_set(env["store"], "ranker_v2", entity_df=entity_df, method="lateral")
+    finally:
+        with transaction(env["settings"]) as cur:
+            cur.execute("DELETE FROM user_embeddings WHERE user_id = 'empty-vector'")
     assert len(stock) == len(entity_df)
     assert_same(stock, fast)
     # the TTL edge really is exercised: some rows have features, some do not
     assert stock["ctr_7d"].notna().any() and stock["ctr_7d"].isna().any()
+    cos = fast.set_index("event_id")["user_item_cosine"]
+    assert (cos != 0).any() and (cos == 0).any()
+    empty = entity_df.loc[entity_df["user_id"] == "empty-vector", "event_id"].iloc[0]
+    assert cos[empty] == 0.0
 
 
 def test_unknown_method_is_refused(env):

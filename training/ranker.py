@@ -7,8 +7,12 @@
 
 `--feast` builds the frame from feature service ranker_v1 over the clean impressions in the
 database (DATABASE_URL / CARTWISE_* settings; default window: all of them), through the Feast
-registry and offline store: labels in PostgreSQL, features point in time. `--list-sample`
-keeps that share of request lists (whole lists, chosen by a hash of list_id) to bound cost.
+registry and offline store: labels in PostgreSQL, features point in time by the set-based path
+(features.frames: bounded memory, chunks streamed to Parquet). The frame is written once, to
+frame.parquet in the run folder, with its feature service, label window and ingest batch ids
+in its metadata; `--frame` on that file trains again without querying. Under torchrun rank 0
+builds it and the other ranks read the file. `--list-sample` keeps that share of request lists
+(whole lists, chosen by a hash of list_id) to bound cost.
 
 Split by time: lists are ordered by their first timestamp; the earliest go to training, the
 next to validation (early stopping), the latest to test (read once, for the report). Dense
@@ -26,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,10 +42,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from features.frames import read_frame, read_frame_info
 from training.common import autocast, pick_device, run_dir, seed_everything, tb_writer
 from training.metrics import ctr_metrics, per_list, roc_auc
 from training.ranker_model import DCNv2, FeatureSpec, RankerBundle, RankerConfig, RankerTrain
 from training.report import plot_pr_curves, write_report
+
+log = logging.getLogger(__name__)
 
 FEATURE_SERVICE = "ranker_v1"
 MODEL_NAME = "cartwise-ranker"
@@ -101,35 +110,6 @@ def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     return pd.Timestamp(lo), pd.Timestamp(hi) + pd.Timedelta(microseconds=1)
 
 
-def label_batch_ids(settings, event_ids, positive_ids) -> list[int]:
-    """Ingest batches of the events a training set was made of: its impressions and the
-    clicks that made its positive labels (a click may land in a later daily batch)."""
-    from governance.db import connect
-
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "CREATE TEMP TABLE _ts_ids (event_id text PRIMARY KEY, pos bool) ON COMMIT DROP"
-            )
-            positives = set(positive_ids)
-            rows = "".join(f"{e}\t{'t' if e in positives else 'f'}\n" for e in event_ids)
-            import io
-
-            cur.copy_expert("COPY _ts_ids FROM STDIN", io.StringIO(rows))
-            cur.execute("""
-                SELECT DISTINCT e.batch_id FROM _ts_ids t JOIN events e USING (event_id)
-                UNION
-                SELECT DISTINCT c.batch_id FROM _ts_ids t JOIN events i USING (event_id)
-                JOIN events c ON c.user_id = i.user_id AND c.session_id = i.session_id
-                     AND c.item_id = i.item_id AND c.list_id = i.list_id
-                     AND c.event_type = 'click' AND NOT c.is_bot AND c.event_ts >= i.event_ts
-                WHERE t.pos""")
-            return sorted(int(r[0]) for r in cur.fetchall())
-    finally:
-        conn.close()
-
-
 def frame_from_feast(
     settings=None,
     feature_service: str = FEATURE_SERVICE,
@@ -138,11 +118,17 @@ def frame_from_feast(
     end=None,
     list_sample: float = 1.0,
     repo_path: str | None = None,
+    path: str | Path | None = None,
 ):
-    """The one place that touches Feast: the point-in-time frame, its feature names and the
-    lineage of its labels (window, ingest batch ids)."""
+    """The one place that touches Feast: the point-in-time frame of the service, written once
+    as Parquet at `path` (a temporary file when None) by the set-based path, with the lineage
+    of its labels (window, ingest batch ids) in the file's metadata. Returns (frame, feature
+    names, lineage)."""
+    import tempfile
+
+    from features.frames import build_frame
     from features.store import get_store
-    from features.training_set import build_training_set, labels_sql
+    from features.training_set import labels_sql
 
     if repo_path:
         from feast import FeatureStore
@@ -163,19 +149,69 @@ def frame_from_feast(
             f"SELECT * FROM ({entity_sql}) l WHERE "
             f"(hashtext(l.list_id) & 1023) < {int(round(list_sample * 1024))}"
         )
-    frame = build_training_set(store, feature_service, entity_df=entity_sql)
-    service = store.get_feature_service(feature_service)
-    names = [f.name for proj in service.feature_view_projections for f in proj.features]
-    lineage = {
-        "label_window": [pd.Timestamp(start), pd.Timestamp(end)],
-        "list_sample": list_sample,
-        "batch_ids": label_batch_ids(
-            settings,
-            frame["event_id"].astype(str),
-            frame.loc[frame["label"] == 1, "event_id"].astype(str),
-        ),
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(path) if path else Path(tmp) / "frame.parquet"
+        info = build_frame(
+            store,
+            feature_service,
+            target,
+            entity=entity_sql,
+            progress=not os.environ.get("TQDM_DISABLE"),
+            extra={"label_window": [str(start), str(end)], "list_sample": list_sample},
+        )
+        frame = read_frame(target)
+    lineage = frame_lineage(info)
+    if path is None:
+        lineage["frame"] = None  # a temporary file, gone now
+    return frame, info.features, lineage
+
+
+def frame_lineage(info) -> dict:
+    """A frame file's lineage as the training report records it."""
+    window = info.label_window or info.extra.get("label_window")
+    return {
+        "label_window": [pd.Timestamp(t) for t in window] if window else None,
+        "list_sample": info.extra.get("list_sample", 1.0),
+        "batch_ids": info.batch_ids,
+        "frame": info.path,
+        "frame_rows": info.rows,
     }
-    return frame, names, lineage
+
+
+def load_frame(args, rank: int, world: int, distributed: bool, folder: Path | None):
+    """The training frame for this rank: (frame, feature names or None, lineage or None).
+
+    `--feast`: rank 0 builds the frame once into the run folder (frame.parquet) and
+    broadcasts its path; the other ranks read that file instead of querying again.
+    `--frame`: every rank reads the file; a cartwise frame brings its feature names and
+    lineage from its metadata."""
+    if args.feast is None:
+        path = args.frame
+    else:
+        path = str(folder / "frame.parquet") if rank == 0 else None
+        if rank == 0:
+            frame, names, lineage = frame_from_feast(
+                settings=None,
+                feature_service=args.feature_service,
+                start=args.start,
+                end=args.end,
+                list_sample=args.list_sample,
+                repo_path=args.feast or None,
+                path=path,
+            )
+            log.info("frame %s: built by rank 0 (%d rows)", path, len(frame))
+        if distributed:
+            box = [path]
+            dist.broadcast_object_list(box, src=0)
+            path = box[0]
+        if rank == 0:
+            return frame, names, lineage
+    frame = read_frame(path)
+    log.info("frame %s: read by rank %d of %d (%d rows)", path, rank, world, len(frame))
+    info = read_frame_info(path)
+    if info is None:
+        return frame, None, None
+    return frame, info.features, frame_lineage(info)
 
 
 def time_split(frame: pd.DataFrame, val_frac: float, test_frac: float):
@@ -284,18 +320,11 @@ def _train(
 ):
     seed_everything(args.seed)
     t_data = time.time()
+    folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
     if frame is None:
-        if args.feast is not None:
-            frame, feature_names, extra_lineage = frame_from_feast(
-                settings=None,
-                feature_service=args.feature_service,
-                start=args.start,
-                end=args.end,
-                list_sample=args.list_sample,
-                repo_path=args.feast or None,
-            )
-        else:
-            frame = pd.read_parquet(args.frame)
+        frame, names_, lineage_ = load_frame(args, rank, world, distributed, folder)
+        feature_names = feature_names or names_
+        extra_lineage = extra_lineage or lineage_
     frame = numeric_objects(frame)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     data_seconds = time.time() - t_data
@@ -326,7 +355,6 @@ def _train(
         else train_mod
     )
     opt = torch.optim.AdamW(train_mod.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
     writer = tb_writer(folder, args.tensorboard) if rank == 0 else None
 
     n = len(splits["train"])
@@ -492,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = RankerTrainArgs(**vars(_parser().parse_args(argv)))
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not args.frame and args.feast is None:
         raise SystemExit("give --frame PARQUET or --feast [REPO_PATH]")
     res = train(args)
