@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services lint format test demo bench clean serve train stop retrain loop
+.PHONY: help venv services lint format test demo bench bench-scale clean serve train stop retrain loop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -93,6 +93,10 @@ serve: venv  ## serve the HTTP API on embedded defaults (models from the BentoML
 
 bench: venv services  ## run the benchmarks, write benchmarks/results/latest.json
 	$(PY) -m benchmarks
+
+# Not part of bench or test: hours at the default 10M events (CARTWISE_BENCH_EVENTS).
+bench-scale: venv services  ## the whole path at scale, seconds and peak RSS per stage: results/scale.json, scale.png
+	nice -n 10 $(PY) -m benchmarks.bench_scale
 
 stop:  ## stop the embedded PostgreSQL that make demo/serve/train leave running
 	$(EMBEDDED) $(PY) -m governance.db stop

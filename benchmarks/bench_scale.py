@@ -35,14 +35,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.common import run_stage, scratch_database
 
 RESULTS = Path(__file__).parent / "results"
 STAGES = (
@@ -58,70 +57,8 @@ STAGES = (
 )
 
 
-@dataclass
-class StageRun:
-    seconds: float
-    peak_rss_gb: float
-    finished: bool
-    reason: str = ""
-
-
 def _env_int(name: str, default: int) -> int:
     return int(float(os.environ.get(name) or default))
-
-
-def _tree_rss_kb(pid: int) -> int:
-    """Resident set of a process and its descendants now (kB), from /proc."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                total += next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                todo += [int(c) for c in fh.read().split()]
-        except (OSError, StopIteration):
-            continue
-    return total
-
-
-def run_stage(args: list[str], env: dict, log: Path, timeout_s=None, max_rss_gb=None) -> StageRun:
-    """Run `python ARGS`; peak RSS from wait4 (the largest of the process and its waited-for
-    children). Stopped (process group killed) past timeout_s or above max_rss_gb."""
-    t0 = time.perf_counter()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        reason: list[str] = []
-        done = threading.Event()
-
-        def watch():
-            while not done.wait(1.0):
-                if timeout_s and time.perf_counter() - t0 > timeout_s:
-                    reason.append(f"time limit {timeout_s}s")
-                elif max_rss_gb and _tree_rss_kb(proc.pid) > max_rss_gb * 2**20:
-                    reason.append(f"RSS cap {max_rss_gb} GB")
-                else:
-                    continue
-                os.killpg(proc.pid, 9)
-                return
-
-        threading.Thread(target=watch, daemon=True).start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        done.set()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - t0
-    peak = usage.ru_maxrss / 2**20  # kB -> GB
-    if reason:
-        return StageRun(seconds, peak, False, reason[0])
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} failed ({proc.returncode}); see {log}")
-    return StageRun(seconds, peak, True)
 
 
 def _sql(url: str, query: str):
@@ -220,7 +157,6 @@ def _frame_params(folder: Path, name: str) -> dict:
 
 def run(events: int | None = None) -> list[dict]:
     """All stages at `events` (default CARTWISE_BENCH_EVENTS) in a scratch database."""
-    from benchmarks.common import scratch_database
 
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 10_000_000)
     days = _env_int("CARTWISE_BENCH_DAYS", 30)

@@ -340,6 +340,11 @@ def _parser() -> argparse.ArgumentParser:
         help="set: bounded set-based path; stock: Feast's get_historical_features (reference)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load the registry and the service, build nothing (benchmarks: start-up memory)",
+    )
     i = sub.add_parser("info", help="print a frame file's metadata")
     i.add_argument("path", help="frame Parquet file")
     return p
@@ -355,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     store = get_store()
+    if args.dry_run:
+        store.get_feature_service(args.service)
+        return 0
     start, end = args.start, args.end
     if args.entity_sql is None and (start is None or end is None):
         start, end = start or "1970-01-01", end or "2100-01-01"

@@ -142,6 +142,7 @@ def build_training_set(
                 entity_df["event_timestamp"].astype("int64") // 10**9
             ).astype("int64")
     if method == "lateral":
+        # Imported here: features.frames builds on this module's label SQL.
         from features.frames import frame_table
 
         return frame_table(

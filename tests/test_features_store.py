@@ -14,7 +14,7 @@ from conftest import _drop, _url_for, make_database
 
 from features import pipeline
 from features import store as feast_store
-from features.consistency import check, sample_entities
+from features.consistency import check, check_all, sample_entities
 from features.embeddings import update_item_embeddings
 from features.realtime import push_events
 from features.training_set import build_training_set
@@ -144,6 +144,15 @@ def test_materialize_sqlite_and_consistency(env):
     entities = sample_entities(settings, n=20)
     report = check(fs, entities, at=END)
     assert report["compared"] > 0 and report["mismatches"] == []
+    # Every service, on-demand similarities included, online vs the training frame.
+    reports = check_all(fs, settings, n=20, at=END)
+    assert set(reports) == {"ranker_v1", "ranker_v2", "intent_v1"}
+    for name, r in reports.items():
+        assert r["compared"] > 0 and r["mismatches"] == [], (name, r["mismatches"][:3])
+    assert {"user_item_cosine", "hour_of_day", "ctr_7d"} <= set(
+        reports["ranker_v2"]["feature_names"]
+    )
+    assert "user_session" in reports["ranker_v2"]["skipped"]
     # A changed offline value is reported.
     u = entities.iloc[0]["user_id"]
     _sql(
