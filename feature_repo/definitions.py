@@ -623,9 +623,7 @@ def user_item_similarity(inputs: dict) -> dict:
     """Cosine between the user's recent-items embedding and the item title (0: unknown)."""
     from features.similarity import cosine
 
-    return {
-        "user_item_cosine": cosine(inputs["recent_items_embedding"], inputs["title_embedding"])
-    }
+    return {"user_item_cosine": cosine(inputs["recent_items_embedding"], inputs["title_embedding"])}
 
 
 @on_demand_feature_view(
