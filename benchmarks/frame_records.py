@@ -10,8 +10,9 @@ its own process, so each peak RSS is its own (wait4):
   lower bound.
 
 frame_peak_rss_ratio = (peak RSS - the same program's start-up peak, from `--dry-run`) / the
-frame's in-memory size (its Arrow table, the service's columns); baseline_value: the stock
-path's ratio on the same rows when it finished under the cap. frame_rows_per_s: rows / seconds
+frame's in-memory size (as the training job holds it: the pandas DataFrame of the service's
+columns, deep size; params.frame_arrow_gb is the Arrow size); baseline_value: the stock path's
+ratio on the same rows when it finished under the cap. frame_rows_per_s: rows / seconds
 of the build process; baseline_value: the stock path's rate (an upper bound when stopped).
 """
 
@@ -71,7 +72,9 @@ def frame_records(settings, folder: Path, rows: int, timeout_s: float) -> list[d
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
     table = pq.read_table(folder / "frame_set.parquet", memory_map=True)
-    frame_gb = table.nbytes / 2**30
+    arrow_gb = table.nbytes / 2**30
+    # In memory as the training job holds it: a pandas DataFrame, strings as objects.
+    frame_gb = table.to_pandas().memory_usage(deep=True).sum() / 2**30
     assert table.num_rows == n, (table.num_rows, n)
     del table
 
@@ -82,6 +85,7 @@ def frame_records(settings, folder: Path, rows: int, timeout_s: float) -> list[d
         "rows": n,
         "service": SERVICE,
         "frame_gb": round(frame_gb, 4),
+        "frame_arrow_gb": round(arrow_gb, 4),
         "startup_rss_gb": round(startup.peak_rss_gb, 3),
         "peak_rss_gb": round(fast.peak_rss_gb, 3),
         "seconds": round(fast.seconds, 1),
