@@ -37,6 +37,7 @@ from benchmarks.common import record, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
+API_KEY = "bench-api-key"
 
 
 def _serve(env: dict, port: int, log: Path):
@@ -92,6 +93,7 @@ def bench_loop(
                 "REDIS_URL": redis_url,
                 "CARTWISE_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
                 "CARTWISE_EVENTS_TOKEN": TOKEN,
+                "CARTWISE_API_KEY": API_KEY,
                 "HF_HUB_OFFLINE": "1",
                 "BENTOML_DO_NOT_TRACK": "True",
             }
@@ -123,7 +125,12 @@ def bench_loop(
                     errors[mode] += out["errors"]
             p99 = {m: _pick(sorted(v), 0.99) for m, v in lat.items()}
             p50 = {m: _pick(sorted(v), 0.5) for m, v in lat.items()}
-            status = httpx.post(f"http://127.0.0.1:{ports['on']}/status", json={}, timeout=30)
+            status = httpx.post(
+                f"http://127.0.0.1:{ports['on']}/status",
+                json={},
+                timeout=30,
+                headers={"X-API-Key": API_KEY},
+            )
             log_stats = status.json()["experiment"]["list_log"]
 
             experiment = {
@@ -231,7 +238,7 @@ def load(url: str, bodies: list[dict], concurrency: int, warmup: int = 10) -> di
 
     def worker():
         nonlocal errors
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60, headers={"X-API-Key": API_KEY}) as client:
             for _ in range(warmup // concurrency + 1):
                 client.post(url, json=bodies[0])
             while (i := _next(it, lock)) is not None:

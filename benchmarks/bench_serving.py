@@ -1,21 +1,26 @@
-"""Serving latency: /recommend (200 candidates ranked) against `feast serve` alone.
+"""Serving under load: /recommend against `feast serve` alone, and a mixed load.
 
     python -m benchmarks --only serving
     python -m benchmarks.bench_serving            # prints the records
 
 Records {name, value, unit, baseline_value, ratio, params}:
 
-    serving_recommend_p50_ms / _p99_ms   /recommend {user_id, k: 10, candidates: 200}
-    serving_recommend_rps                requests/s at fixed concurrency
+    serving_recommend_p50_ms / _p99_ms   /recommend {user_id, k: 10, candidates: 200} at
+                                         concurrency 8
+    serving_recommend_rps                requests/s at concurrency 8
     baseline: `feast serve` answering /get-online-features for the ranker's feature service
-    (ranker_v1) for the same user and 200 items -- the feature fetch alone, over HTTP, which
-    is the floor under any service that ranks 200 Feast-fed candidates. ratio = baseline /
-    value for latencies, value / baseline for throughput (1.0 = as fast as Feast alone).
+    for the same user and the SAME 200 items the service ranks for that user (computed with
+    the service's own candidate code, serving.engine.recommend_candidates), at the same
+    concurrency and with as many workers: the feature fetch alone, over HTTP.
+    ratio = baseline / value for latencies, value / baseline for throughput.
+    serving_mixed_p99_over_c1_p50        p99 of a mixed load (/recommend, /search, /intent,
+                                         /status) at concurrency 8 over the p50 of the same
+                                         mix at concurrency 1 (how much queueing costs)
+    intent_encoder_speedup               see benchmarks.bench_runtime
 
-Both servers run one worker on this machine, against the same PostgreSQL registry and a private
+Both servers run on this machine against the same PostgreSQL registry and a private
 redis-server; the load comes from a separate process (threads, fixed concurrency), and the same
-load code drives both. The baseline's 200 items are the catalogue's 200 most popular; the
-service picks its own 200 (co-visitation, similarity, affinity, popularity) for the same user.
+load code drives both.
 """
 
 from __future__ import annotations
@@ -69,8 +74,8 @@ def _stop(proc: subprocess.Popen) -> None:
 # ------------------------------------------------------------------ load process
 
 
-def load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
-    """POST `bodies` (cycled) from `concurrency` threads; latencies in ms."""
+def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
+    """POST each [url, body] (in order, shared) from `concurrency` threads; latencies in ms."""
     import threading
 
     import httpx
@@ -78,20 +83,21 @@ def load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
     lat: list[float] = []
     errors = 0
     lock = threading.Lock()
-    it = iter(range(len(bodies)))
+    it = iter(range(len(requests)))
 
     def worker():
         nonlocal errors
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60, headers=headers) as client:
             for _ in range(warmup // concurrency + 1):
-                client.post(url, json=bodies[0])
+                client.post(requests[0][0], json=requests[0][1])
             while True:
                 with lock:
                     i = next(it, None)
                 if i is None:
                     return
+                url, body = requests[i]
                 t = time.perf_counter()
-                r = client.post(url, json=bodies[i])
+                r = client.post(url, json=body)
                 dt = (time.perf_counter() - t) * 1000
                 with lock:
                     if r.status_code == 200:
@@ -120,15 +126,23 @@ def load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
     }
 
 
-def _run_load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> dict:
+def _run_load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump({"url": url, "bodies": bodies, "concurrency": concurrency, "warmup": warmup}, fh)
+        json.dump(
+            {
+                "requests": requests,
+                "concurrency": concurrency,
+                "warmup": warmup,
+                "headers": headers,
+            },
+            fh,
+        )
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_serving", "--load", fh.name],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     os.unlink(fh.name)
     if out.returncode != 0:
@@ -139,12 +153,51 @@ def _run_load(url: str, bodies: list[dict], concurrency: int, warmup: int) -> di
 # ------------------------------------------------------------------ the benchmark
 
 
+API_KEY = "bench-api-key"
+QUERIES = ["wireless headphones", "running shoes", "espresso beans", "buy iphone", "best jackets"]
+
+
+def _same_candidates(settings, users: list[str], candidates: int) -> dict[str, list[str]]:
+    """The items the service ranks for each user: its own candidate code, in-process."""
+    from features.store import get_store
+    from governance.privacy import pseudonymise
+    from serving.catalog import CatalogCache
+    from serving.engine import Engine
+    from serving.features import OnlineFeatures
+
+    store = get_store(settings)
+    cache = CatalogCache(settings)
+    assert cache.refresh(), cache.last_error
+    key = settings.pseudonym_key.get_secret_value()
+    engine = Engine(
+        cache,
+        OnlineFeatures(store, "ranker_v1"),
+        ranker=None,
+        intent_model=None,
+        encode=None,
+        pseudonymise=lambda u: pseudonymise(u, key),
+    )
+    return {u: engine.recommend_candidates(u, candidates)[0] for u in users}
+
+
+def _start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=open(log, "w"),  # noqa: SIM115 (the child owns it)
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def bench_recommend(
-    requests: int = 200,
-    concurrency: int = 4,
+    requests: int = 160,
+    concurrency: int = 8,
     candidates: int = 200,
     n_items: int = 400,
     n_users: int = 100,
+    workers: int = 2,
 ) -> list[dict]:
     from features.store import feast_environ
     from governance.privacy import pseudonymise
@@ -196,80 +249,55 @@ def bench_recommend(
                 "REDIS_URL": settings.redis_url,
                 "CARTWISE_DATA_DIR": str(tmp / "data"),
                 "CARTWISE_PSEUDONYM_KEY": key,
+                "CARTWISE_API_KEY": API_KEY,
                 "HF_HUB_OFFLINE": "1",
                 "BENTOML_DO_NOT_TRACK": "True",
             }
             svc_port, feast_port = _free_port(), _free_port()
-            for name, cmd, cwd in (
-                (
-                    "bento",
-                    [
-                        str(Path(sys.executable).with_name("bentoml")),
-                        "serve",
-                        "serving.service:Cartwise",
-                        "--port",
-                        str(svc_port),
-                    ],
-                    ROOT,
-                ),
-                (
-                    "feast",
-                    [
-                        str(Path(sys.executable).with_name("feast")),
-                        "serve",
-                        "-p",
-                        str(feast_port),
-                        "--no-access-log",
-                        "-w",
-                        "1",
-                    ],
-                    ROOT / "feature_repo",
-                ),
-            ):
-                log = tmp / f"{name}.log"
-                procs.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=cwd,
-                        env=env,
-                        stdout=open(log, "w"),  # noqa: SIM115 (the child owns it)
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+            bentoml_bin = str(Path(sys.executable).with_name("bentoml"))
+            feast_bin = str(Path(sys.executable).with_name("feast"))
+            svc_cmd = [bentoml_bin, "serve", "serving.service:Cartwise", "--port", str(svc_port)]
+            feast_cmd = [feast_bin, "serve", "-p", str(feast_port), "--no-access-log"]
+            procs.append(_start(svc_cmd, ROOT, env, tmp / "bento.log"))
+            procs.append(
+                _start(feast_cmd + ["-w", str(workers)], ROOT / "feature_repo", env, tmp / "f.log")
+            )
             _wait(f"http://127.0.0.1:{svc_port}/readyz", procs[0], tmp / "bento.log")
-            _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "feast.log")
+            _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "f.log")
 
             users = [f"u{u:05d}" for u in range(n_users)]
+            same = _same_candidates(settings, users, candidates)
             cat = load_catalog(settings)
-            items = cat.popular[:candidates]
-            cats = [cat.category_of(i) for i in items]
             now = int(time.time())
-            svc_bodies = [
-                {"user_id": users[i % n_users], "k": 10, "candidates": candidates}
+            svc_url = f"http://127.0.0.1:{svc_port}"
+            rec = [
+                [f"{svc_url}/recommend", {"user_id": users[i % n_users], "candidates": candidates}]
                 for i in range(requests)
             ]
-            feast_bodies = [
-                {
-                    "feature_service": "ranker_v1",
-                    "entities": {
-                        "user_id": [pseudonymise(users[i % n_users], key)] * len(items),
-                        "item_id": items,
-                        "category": cats,
-                        "request_ts_s": [now] * len(items),
-                    },
-                }
-                for i in range(requests)
-            ]
-            svc = _run_load(
-                f"http://127.0.0.1:{svc_port}/recommend", svc_bodies, concurrency, warmup=10
-            )
-            fst = _run_load(
-                f"http://127.0.0.1:{feast_port}/get-online-features",
-                feast_bodies,
-                concurrency,
-                warmup=10,
-            )
+            fst = []
+            for i in range(requests):
+                items = same[users[i % n_users]]
+                fst.append(
+                    [
+                        f"http://127.0.0.1:{feast_port}/get-online-features",
+                        {
+                            "feature_service": "ranker_v1",
+                            "entities": {
+                                "user_id": [pseudonymise(users[i % n_users], key)] * len(items),
+                                "item_id": items,
+                                "category": [cat.category_of(x) for x in items],
+                                "request_ts_s": [now] * len(items),
+                            },
+                        },
+                    ]
+                )
+            auth = {"X-API-Key": API_KEY}
+            svc = _run_load(rec, concurrency, warmup=16, headers=auth)
+            base_run = _run_load(fst, concurrency, warmup=16, headers={})
+            svc_c1 = _run_load(rec[:60], 1, warmup=4, headers=auth)
+            mix = _mixed(svc_url, users, requests)
+            mixed_c1 = _run_load(mix[: requests // 2], 1, warmup=4, headers=auth)
+            mixed_c8 = _run_load(mix, concurrency, warmup=16, headers=auth)
     finally:
         for p in procs:
             _stop(p)
@@ -277,25 +305,39 @@ def bench_recommend(
             ["redis-cli", "-p", str(redis_port), "shutdown", "nosave"], capture_output=True
         )
         shutil.rmtree(tmp, ignore_errors=True)
+    sizes = [len(v) for v in same.values()]
     params = {
         "requests": requests,
         "concurrency": concurrency,
         "candidates": candidates,
+        "candidates_per_user_min": min(sizes),
         "k": 10,
         "items": n_items,
         "users": n_users,
-        "workers": 1,
+        "workers": workers,
         "cpus": os.cpu_count(),
         "service_errors": svc["errors"],
-        "feast_errors": fst["errors"],
-        "baseline": "feast serve /get-online-features ranker_v1, same user, 200 items",
+        "feast_errors": base_run["errors"],
+        "service_c1_p50_ms": round(svc_c1["p50_ms"], 2),
+        "service_c1_p99_ms": round(svc_c1["p99_ms"], 2),
+        "baseline": "feast serve /get-online-features ranker_v1, same user, same items, "
+        f"{workers} workers",
+    }
+    mixed_params = {
+        "mix": "recommend 4 : search 3 : intent 2 : status 1",
+        "c1_p50_ms": round(mixed_c1["p50_ms"], 2),
+        "c8_p99_ms": round(mixed_c8["p99_ms"], 2),
+        "c8_rps": round(mixed_c8["rps"], 2),
+        "errors": mixed_c1["errors"] + mixed_c8["errors"],
+        "requests": len(mix),
+        "cpus": os.cpu_count(),
     }
     return [
         record(
             "serving_recommend_p50_ms",
             svc["p50_ms"],
             "ms",
-            fst["p50_ms"],
+            base_run["p50_ms"],
             params,
             higher_is_better=False,
         ),
@@ -303,21 +345,50 @@ def bench_recommend(
             "serving_recommend_p99_ms",
             svc["p99_ms"],
             "ms",
-            fst["p99_ms"],
+            base_run["p99_ms"],
             params,
             higher_is_better=False,
         ),
-        record("serving_recommend_rps", svc["rps"], "requests/s", fst["rps"], params),
+        record("serving_recommend_rps", svc["rps"], "requests/s", base_run["rps"], params),
+        record(
+            "serving_mixed_p99_over_c1_p50",
+            mixed_c8["p99_ms"] / mixed_c1["p50_ms"],
+            "x",
+            None,
+            mixed_params,
+            higher_is_better=False,
+        ),
     ]
 
 
+def _mixed(url: str, users: list[str], n: int) -> list[list]:
+    """A shop's page mix, deterministic: recommend, search, intent and status interleaved."""
+    out: list[list] = []
+    for i in range(n):
+        user, query = users[i % len(users)], QUERIES[i % len(QUERIES)]
+        kind = (0, 0, 0, 0, 1, 1, 1, 2, 2, 3)[i % 10]
+        out.append(
+            [
+                [f"{url}/recommend", {"user_id": user}],
+                [f"{url}/search", {"query": query, "user_id": user}],
+                [f"{url}/intent", {"query": query}],
+                [f"{url}/status", {}],
+            ][kind]
+        )
+    return out
+
+
 def run_all() -> list[dict]:
-    return bench_recommend()
+    from benchmarks.bench_runtime import bench_intent
+
+    return bench_recommend() + bench_intent()
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--load":
         spec = json.loads(Path(sys.argv[2]).read_text())
-        print(json.dumps(load(spec["url"], spec["bodies"], spec["concurrency"], spec["warmup"])))
+        print(
+            json.dumps(load(spec["requests"], spec["concurrency"], spec["warmup"], spec["headers"]))
+        )
     else:
         print(json.dumps(run_all(), indent=2))

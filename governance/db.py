@@ -92,9 +92,22 @@ def libpq_params(settings: Settings | None = None) -> dict[str, str]:
     }
 
 
+def connect_options(settings: Settings | None = None) -> dict[str, str]:
+    """libpq connect_timeout and the session's statement/lock timeouts, for every connection:
+    an unreachable server, a runaway query or a held lock ends in an error, never a hang."""
+    settings = settings or get_settings()
+    statement_ms = int(settings.db_statement_timeout_s * 1000)
+    lock_ms = int(settings.db_lock_timeout_s * 1000)
+    return {
+        "connect_timeout": str(settings.db_connect_timeout_s),
+        "options": f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}",
+    }
+
+
 def connect(settings: Settings | None = None) -> psycopg2.extensions.connection:
     """A raw psycopg2 connection, for COPY and explicit transactions."""
-    return psycopg2.connect(**{k: v for k, v in libpq_params(settings).items() if v != ""})
+    params = {k: v for k, v in libpq_params(settings).items() if v != ""}
+    return psycopg2.connect(**params, **connect_options(settings))
 
 
 @contextmanager
@@ -109,7 +122,9 @@ def transaction(settings: Settings | None = None) -> Iterator[psycopg2.extension
 
 
 def engine(settings: Settings | None = None) -> sa.Engine:
-    return sa.create_engine(sqlalchemy_url(settings), pool_pre_ping=True)
+    return sa.create_engine(
+        sqlalchemy_url(settings), pool_pre_ping=True, connect_args=connect_options(settings)
+    )
 
 
 def migrate(settings: Settings | None = None, revision: str = "head") -> None:
@@ -125,8 +140,12 @@ def feast_env(settings: Settings | None = None) -> dict[str, str]:
     settings = settings or get_settings()
     pg = libpq_params(settings)
     registry = make_url(sqlalchemy_url(settings)).set(drivername="postgresql+psycopg")
+    registry = registry.update_query_dict(connect_options(settings))
     if settings.redis_url:
-        online = feast_online_store(settings.redis_url, cluster=settings.redis_cluster)
+        # Feast passes the timeouts to redis-py: a dead or paused Redis fails fast, never hangs.
+        online = feast_online_store(
+            settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
+        )
     else:
         sqlite_path = (settings.data_dir / "online_store.db").resolve()
         online = f"{{type: sqlite, path: '{sqlite_path}'}}"

@@ -69,6 +69,9 @@ class BatchResult:
     # is the line number in a file, or the position in a frame (an API request)
     clean: pd.DataFrame | None = None  # rows loaded, as stored
     quality: dict = field(default_factory=dict)
+    # {row_number, reason}: each row not loaded because it repeats one already kept
+    # (exact_duplicate, near_duplicate) or stored by an earlier batch (already_stored).
+    duplicate_rows: list[dict] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
@@ -153,7 +156,11 @@ def file_checksum(path: Path) -> str:
 
 
 def frame_checksum(frame: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
+    try:
+        hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
+    except UnicodeEncodeError:  # a lone surrogate (refused per row later): hash its escape
+        escaped = frame.astype("string").map(storable, na_action="ignore")
+        hashed = pd.util.hash_pandas_object(escaped, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes() + ",".join(frame.columns).encode()).hexdigest()
 
 
@@ -166,6 +173,7 @@ class Cleaned:
     quarantine: pd.Series  # index -> list of reasons
     duplicate: pd.Series  # bool per valid row
     rule_hits: dict[str, int]
+    duplicate_reason: pd.Series | None = None  # index -> exact_duplicate / near_duplicate
 
 
 def _known(cur, sql: str) -> pd.Index:
@@ -216,15 +224,24 @@ def clean_rows(table: str, valid: pd.DataFrame, cur, settings: Settings) -> Clea
     exact = cleaning.exact_duplicates(ok, KEYS[table], content)
     hits["exact_duplicate"] = cleaning.count(exact)
     duplicate = exact.copy()
+    why = pd.Series("exact_duplicate", index=ok.index[exact.to_numpy(dtype=bool)], dtype=object)
     if table == "events":
         near = cleaning.near_duplicates(ok.loc[~exact]).reindex(ok.index, fill_value=False)
         hits["near_duplicate"] = cleaning.count(near)
         duplicate = exact | near
+        near_idx = ok.index[near.to_numpy(dtype=bool)]
+        why = pd.concat([why, pd.Series("near_duplicate", index=near_idx, dtype=object)])
         ok = ok.assign(is_bot=False)
         kept = ok.loc[~duplicate]
         ok.loc[kept.index, "is_bot"] = cleaning.bot_sessions(kept).to_numpy()
         hits["bot_flagged"] = int(ok.loc[~duplicate, "is_bot"].sum())
-    return Cleaned(clean=ok.loc[~duplicate], quarantine=bad, duplicate=duplicate, rule_hits=hits)
+    return Cleaned(
+        clean=ok.loc[~duplicate],
+        quarantine=bad,
+        duplicate=duplicate,
+        rule_hits=hits,
+        duplicate_reason=why,
+    )
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -254,8 +271,9 @@ def copy_rows(cur, table: str, frame: pd.DataFrame) -> None:
     cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", _to_csv_bytes(frame))
 
 
-def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> int:
-    """Load rows; returns how many were written (the rest were already there)."""
+def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> tuple[int, pd.Index]:
+    """Load rows; returns how many were written and, for events, the index of the rows that
+    were already stored (an event id of an earlier batch)."""
     frame = frame.assign(batch_id=batch_id)
     if table == "events":
         # Events are immutable: ids already stored are duplicates of an earlier batch.
@@ -263,10 +281,11 @@ def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> int:
         copy_rows(cur, "incoming_ids", frame[["event_id"]])
         cur.execute("SELECT i.event_id FROM incoming_ids i JOIN events e USING (event_id)")
         stored = {r[0] for r in cur.fetchall()}
+        already = frame.index[frame["event_id"].isin(stored).to_numpy(dtype=bool)]
         if stored:
             frame = frame.loc[~frame["event_id"].isin(stored)]
         copy_rows(cur, "events", frame)
-        return len(frame)
+        return len(frame), already
     columns = list(frame.columns)
     cur.execute(f"CREATE TEMP TABLE staging (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
     copy_rows(cur, "staging", frame)
@@ -281,7 +300,7 @@ def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> int:
     cur.execute(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staging ON CONFLICT ({key}) {action}"
     )
-    return cur.rowcount
+    return cur.rowcount, pd.Index([])
 
 
 def _quarantine_rows(cur, batch_id: int, table: str, rejected: list[dict]) -> None:
@@ -302,12 +321,21 @@ def _quarantine_rows(cur, batch_id: int, table: str, rejected: list[dict]) -> No
     copy_rows(cur, "quarantine", frame)
 
 
+def storable(value):
+    """A raw value as JSONB can hold it: NUL and lone surrogates (which a quarantined row may
+    carry: they are why it was refused) become visible backslash escapes."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+    return value
+
+
 def redact(record: dict, key: str) -> dict:
     """What of a raw row may be stored: personal data dropped, the shop's user id pseudonymised."""
     out = {}
     for name, value in record.items():
         if name in PII_COLUMNS:
             continue
+        value = storable(value)
         if value is None or (np.ndim(value) == 0 and pd.isna(value)):
             value = None
         elif name == "user_id" and str(value).strip():
@@ -446,10 +474,11 @@ def _load_batch(
                 )
             )
         clean = clean[TABLE_COLUMNS[table]]
-        written = _load_clean(cur, table, clean, batch_id)
+        written, stored_before = _load_clean(cur, table, clean, batch_id)
         already = len(clean) - written
         hits["already_loaded"] = already
         duplicates = cleaning.count(cleaned.duplicate) + already
+        duplicate_rows = _duplicate_rows(cleaned.duplicate_reason, stored_before)
         _quarantine_rows(cur, batch_id, table, rejected)
 
         quality = build_quality(
@@ -465,6 +494,10 @@ def _load_batch(
             rows_loaded=written,
             rows_duplicate=duplicates,
         )
+        if source == "api":
+            # An API request is small (<= 1000 rows): keep which row was a duplicate of what,
+            # so a resent request is answered exactly as the first time.
+            quality["duplicate_rows"] = duplicate_rows
         cur.execute(
             """UPDATE ingest_batches SET status = 'loaded', rows_read = %s, rows_loaded = %s,
                    rows_quarantined = %s, rows_duplicate = %s, rule_hits = %s, quality = %s,
@@ -494,7 +527,14 @@ def _load_batch(
         rejected=rejected,
         clean=clean,
         quality=quality,
+        duplicate_rows=duplicate_rows,
     )
+
+
+def _duplicate_rows(reason: pd.Series | None, stored_before: pd.Index) -> list[dict]:
+    rows = [] if reason is None else [(int(i), str(r)) for i, r in reason.items()]
+    rows += [(int(i), "already_stored") for i in stored_before]
+    return [{"row_number": i, "reason": r} for i, r in sorted(rows)]
 
 
 def _mark_failed(settings: Settings, batch_id: int, exc: BaseException) -> None:

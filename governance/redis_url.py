@@ -64,8 +64,12 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def feast_online_store(url: str, cluster: bool = False) -> str:
-    """Feast's `online_store` block for `url` as a YAML flow mapping (feature_store.yaml)."""
+def feast_online_store(url: str, cluster: bool = False, timeout_s: float | None = None) -> str:
+    """Feast's `online_store` block for `url` as a YAML flow mapping (feature_store.yaml).
+
+    `timeout_s`: connect and socket timeouts, and no redis-py retries (redis-py 7 retries 3
+    times with up to 10 s backoff: seconds per call with Redis down, measured), so a dead or
+    paused Redis costs one bounded call; the service's breaker decides when to try again."""
     t = parse_redis_url(url)
     if cluster and t.db:
         raise ValueError("Redis Cluster has only database 0: drop the /db part of REDIS_URL")
@@ -88,6 +92,10 @@ def feast_online_store(url: str, cluster: bool = False) -> str:
         if key in ("username", "password") and _decodes_to_non_string(value):
             value = json.dumps(value)
         parts.append(f"{key}={value}")
+    if timeout_s is not None:
+        parts += [f"socket_timeout={timeout_s}", f"socket_connect_timeout={timeout_s}"]
+        if not cluster:
+            parts.append("retry=null")  # Feast json-decodes it: redis.Redis(retry=None)
     conn = ",".join(parts).replace("'", "''")  # YAML single-quoted scalar
     redis_type = "redis_cluster" if cluster else "redis"
     return f"{{type: redis, redis_type: {redis_type}, connection_string: '{conn}'}}"
@@ -117,4 +125,5 @@ def redis_client(url: str, cluster: bool = False, timeout_s: float = 0.5):
     if cluster:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in t.nodes], **kwargs)
     host, port = t.nodes[0]
-    return redis.Redis(host=host, port=port, db=t.db, **kwargs)
+    # retry=None: no retries with backoff inside one call (see feast_online_store).
+    return redis.Redis(host=host, port=port, db=t.db, retry=None, **kwargs)

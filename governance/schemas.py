@@ -36,6 +36,12 @@ Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
 PSEUDONYM_PREFIX = "u_"
 PSEUDONYM_HEX_CHARS = 20
 PSEUDONYM_REGEX = rf"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
+# What the columns can store (PostgreSQL integer and numeric(12, 2)); a value past these would
+# be refused or silently rounded by the database, so it is refused here, with its reason.
+INT4_MAX = 2**31 - 1
+MIN_PRICE = 0.01  # numeric(12, 2) rounds 0.001 to 0.00
+MAX_PRICE = 9_999_999_999.99  # also refuses infinity
+PRICE_STORABLE = {"min_value": MIN_PRICE, "max_value": MAX_PRICE}
 
 
 # Text is stripped and empty text becomes null while parsing (governance.validation), so a
@@ -63,7 +69,7 @@ class ItemRecord(pa.DataFrameModel):
     title: Series[Text] = pa.Field()
     category_path: Series[Text] = pa.Field()
     brand: Series[Text] | None = pa.Field(nullable=True)
-    price: Series[float] = pa.Field(gt=0)
+    price: Series[float] = pa.Field(gt=0, in_range=PRICE_STORABLE)
     listed_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
 
     class Config(_Strict):
@@ -82,10 +88,10 @@ class EventRecord(pa.DataFrameModel):
     event_type: Series[Text] = pa.Field(isin=EVENT_TYPES)
     item_id: Series[Text] = pa.Field(nullable=True)
     query: Series[Text] = pa.Field(nullable=True)
-    position: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    position: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0, le=INT4_MAX)
     list_id: Series[Text] = pa.Field(nullable=True)
-    quantity: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
-    price: Series[float] = pa.Field(nullable=True, gt=0)
+    quantity: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0, le=INT4_MAX)
+    price: Series[float] = pa.Field(nullable=True, gt=0, in_range=PRICE_STORABLE)
     event_ts: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_TS)
 
     class Config(_Strict):

@@ -9,6 +9,7 @@ Pandera would give, and Pandera then checks the typed frame lazily, where it is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,12 @@ import pandera.pandas as pa
 from governance.schemas import PII_COLUMNS, RECORD_MODELS
 
 TEXT = pd.StringDtype("pyarrow")
+# What PostgreSQL text (and JSONB) cannot hold: the NUL character, and lone UTF-16 surrogates
+# (JSON's "\ud800" escape), which are not UTF-8 at all. Caught here, named per cell.
+_NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Int64 parsing: a number beyond int64 is a parse failure, not an overflow inside pandas.
+_INT64_MAX = float(2**63 - 1)
 
 
 @dataclass
@@ -35,11 +42,26 @@ def _parse_column(raw: pd.Series, dtype: str) -> pd.Series:
         numbers = pd.to_numeric(raw, errors="coerce")
         if dtype == "float64":
             return numbers.astype("float64")
-        whole = numbers.where(np.isfinite(numbers) & (numbers == np.round(numbers)))
-        return whole.astype("Int64")
+        numbers = numbers.astype("float64")
+        ok = np.isfinite(numbers) & (numbers == np.round(numbers)) & (numbers.abs() < _INT64_MAX)
+        return numbers.where(ok).astype("Int64")
     # Text: strip surrounding blanks; empty means missing.
     text = raw.astype(TEXT).str.strip()
     return text.mask(text == "")
+
+
+def text_faults(raw: pd.Series) -> pd.Series:
+    """Per cell: None, or why the text cannot be stored ('contains_nul' / 'invalid_unicode')."""
+    out = pd.Series(None, index=raw.index, dtype=object)
+    try:
+        text = raw.astype(TEXT)  # Arrow refuses surrogates: the fast path finds none
+    except UnicodeEncodeError:
+        bad = raw.map(lambda v: isinstance(v, str) and _SURROGATE.search(v) is not None)
+        out[bad.to_numpy(dtype=bool)] = "invalid_unicode"
+        text = raw.mask(bad).astype(TEXT)
+    nul = text.str.contains(_NUL, regex=False).fillna(False).to_numpy(dtype=bool)
+    out[nul & out.isna().to_numpy()] = "contains_nul"
+    return out
 
 
 def parse_types(
@@ -54,9 +76,23 @@ def parse_types(
         if name not in raw.columns:
             continue
         dtype = str(column.dtype)
-        parsed = _parse_column(raw[name], dtype)
+        values = raw[name]
+        if dtype.startswith("str"):
+            faults = text_faults(values)
+            if faults.notna().any():
+                failures.append(
+                    pd.DataFrame(
+                        {
+                            "index": raw.index[faults.notna()],
+                            "column": name,
+                            "reason": name + ": " + faults[faults.notna()],
+                        }
+                    )
+                )
+                values = values.mask(faults.notna())
+        parsed = _parse_column(values, dtype)
         if dtype != "str":
-            present = (raw[name].notna() & (raw[name] != "")).fillna(False)
+            present = (values.notna() & (values != "")).fillna(False)
             bad = present & parsed.isna()
             if bad.any():
                 failures.append(

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from serving.breaker import describe
+
 log = logging.getLogger(__name__)
 
 ITEMS_SQL = "SELECT item_id, title, category, price::float8 AS price FROM items"
@@ -175,7 +177,7 @@ class CatalogCache:
         try:
             cat = load_catalog(self.settings)
         except Exception as exc:  # keep serving the last good copy
-            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.last_error = describe(exc)  # no addresses: /status shows it
             log.warning("catalog refresh failed, keeping the last copy: %s", self.last_error)
             return False
         self.current = cat  # one reference swap: readers never see a half-built catalog

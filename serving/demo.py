@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         print(f"starting the service on {url} (log: {log_path})", flush=True)
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        api_key = get_settings().api_key.get_secret_value()
+        with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": api_key}) as client:
             wait_ready(client, proc)
             walk_through(client, args.sim, token)
     finally:

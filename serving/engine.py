@@ -93,7 +93,7 @@ class Engine:
     def catalog(self):
         cat = self.catalog_cache.current
         if cat is None:
-            raise NotReady("catalogue not loaded yet: " + str(self.catalog_cache.last_error))
+            raise NotReady(f"catalogue not loaded yet ({self.catalog_cache.last_error})")
         return cat
 
     # ------------------------------------------------------------------ intent
@@ -238,27 +238,19 @@ class Engine:
         for item in self.catalog.popular[:n]:
             cands.add(item, "popular", "popular right now")
 
-    def recommend(
+    def recommend_candidates(
         self,
-        user_id: str,
-        k: int,
+        user: str,
         n_candidates: int = 200,
         context: dict | None = None,
-        request_ts_s: int | None = None,
-        route: Route | None = None,
-        user: str | None = None,
-    ) -> dict:
-        """`user`: the pseudonym when the caller already computed it (to pick the route)."""
+        k: int = 10,
+        features: OnlineFeatures | None = None,
+    ) -> tuple[list[str], Candidates, bool]:
+        """The items /recommend ranks for a user (pseudonym), in order, with their sources and
+        reasons, and whether the user is cold. Raises StoreUnavailable when Feast cannot."""
         cat = self.catalog
         t = self.tuning
-        route = route or self.default_route
-        list_id = uuid.uuid4().hex
-        user = user or self.pseudonymise(user_id)
-        try:
-            uctx = route.features.user_context(user)
-        except StoreUnavailable as exc:
-            out = self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")
-            return self._served(out, route, list_id, user, None, ())
+        uctx = (features or self.features).user_context(user)
         recent = [i for i in uctx["recent_items"] if i in cat.items.index]
         affinity = list(dict.fromkeys(uctx["top_categories"] + uctx["recent_categories"]))
         cold = not recent and not affinity
@@ -280,8 +272,26 @@ class Engine:
         # A cold user's only signal is the context: global popularity only tops it up.
         if not (cold and len(cands) >= k):
             self._popular(cands, max(n_candidates, k))
-        order = list(cands.items)[:n_candidates]
+        return list(cands.items)[:n_candidates], cands, cold
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        n_candidates: int = 200,
+        context: dict | None = None,
+        request_ts_s: int | None = None,
+        route: Route | None = None,
+        user: str | None = None,
+    ) -> dict:
+        """`user`: the pseudonym when the caller already computed it (to pick the route)."""
+        route = route or self.default_route
+        list_id = uuid.uuid4().hex
+        user = user or self.pseudonymise(user_id)
         try:
+            order, cands, cold = self.recommend_candidates(
+                user, n_candidates, context, k, route.features
+            )
             p, feats = self._rank(user, order, request_ts_s, route, list_id)
         except StoreUnavailable as exc:
             out = self._fallback_recommend(user_id, k, context, f"online store unavailable: {exc}")

@@ -5,8 +5,11 @@ pushed online) and the response is 422 listing every invalid one with its reason
 ones are in `quarantine` under the same batch. Events are facts that already happened, so
 holding good ones back because a sibling is malformed would lose them whenever the client
 cannot fix the bad one. Resending the same request is safe: an identical request is the same
-batch (checksum), and a corrected one only adds the fixed events (event_id is the key; the
-rest count as duplicates).
+batch (checksum) and gets the first answer again (same status, same rejected events with the
+same reasons, nothing stored twice); a corrected one only adds the fixed events (event_id is
+the key). Every event that is not stored says why, per event: `rejected` (invalid, in
+quarantine) or `duplicate_events` (exact_duplicate / near_duplicate of another event in the
+request, or already_stored by an earlier request).
 
 Nothing is dropped silently: when PostgreSQL or the online store is unreachable the answer is
 503 and nothing was stored, so the client retries. (If the store fails *between* the append and
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from governance.ingest import storable
 from governance.redis_url import redis_client
 from governance.schemas import EVENT_COLUMNS as EVENT_FIELDS
 
@@ -54,7 +58,8 @@ def to_raw_frame(events: list[dict]) -> pd.DataFrame:
     )
 
 
-def check_online_store(settings, timeout_s: float = 0.5) -> None:
+def check_online_store(settings) -> None:
+    timeout_s = settings.redis_timeout_s
     if not settings.redis_url:
         return  # SQLite online store (embedded demo): a local file, nothing to reach
     client = redis_client(settings.redis_url, cluster=settings.redis_cluster, timeout_s=timeout_s)
@@ -99,34 +104,18 @@ def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOu
         if _is_connection_error(exc):
             raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
         raise
-    rejected = sorted(
-        (
-            {
-                "index": int(r["row_number"]),
-                "event_id": _event_id(events, r["row_number"]),
-                "reasons": [str(x) for x in r["reasons"]],
-            }
-            for r in result.rejected
-        ),
-        key=lambda r: r["index"],
-    )
+    if result.status == "already_loaded":
+        return _replay(events, result, settings)
+    rejected = _rejected(events, [(r["row_number"], r["reasons"]) for r in result.rejected])
     body = {
         "batch_id": result.batch_id,
         "accepted": int(result.rows_loaded),
         "duplicates": int(result.rows_duplicate),
+        "duplicate_events": _duplicates(events, result.duplicate_rows),
         "rejected": rejected,
         "pushed_online": False,
         "detail": None,
     }
-    if result.status == "already_loaded":
-        body.update(
-            status="accepted",
-            accepted=0,
-            duplicates=int(result.rows_read),
-            pushed_online=True,
-            detail=f"identical request already loaded as batch {result.batch_id}",
-        )
-        return EventsOutcome(200, body)
     clean = result.clean
     if clean is not None and len(clean):
         try:
@@ -142,17 +131,71 @@ def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOu
             )
     else:
         body["pushed_online"] = True  # nothing to push
+    body["status"] = _status(body["accepted"], body["duplicates"], rejected)
     if rejected:
-        body["status"] = (
-            "partially_rejected" if body["accepted"] or body["duplicates"] else "rejected"
-        )
         body["detail"] = body["detail"] or (
             f"{len(rejected)} invalid event(s) quarantined in batch {result.batch_id}; "
             "the others were accepted"
         )
         return EventsOutcome(422, body)
-    body["status"] = "accepted"
     return EventsOutcome(200, body)
+
+
+def _rejected(events: list[dict], rows) -> list[dict]:
+    return sorted(
+        (
+            {
+                "index": int(row),
+                "event_id": _event_id(events, row),
+                "reasons": [str(x) for x in reasons],
+            }
+            for row, reasons in rows
+        ),
+        key=lambda r: r["index"],
+    )
+
+
+def _duplicates(events: list[dict], rows: list[dict]) -> list[dict]:
+    return [
+        {
+            "index": int(r["row_number"]),
+            "event_id": _event_id(events, r["row_number"]),
+            "reason": r["reason"],
+        }
+        for r in rows
+    ]
+
+
+def _replay(events: list[dict], result, settings) -> EventsOutcome:
+    """An identical request was loaded before: answer what the first one was answered."""
+    from governance.db import transaction
+
+    with transaction(settings) as cur:
+        cur.execute(
+            "SELECT row_number, reasons FROM quarantine WHERE batch_id = %s ORDER BY row_number",
+            (result.batch_id,),
+        )
+        rejected = _rejected(events, cur.fetchall())
+    body = {
+        "status": _status(int(result.rows_loaded), int(result.rows_duplicate), rejected),
+        "batch_id": result.batch_id,
+        "accepted": int(result.rows_loaded),
+        "duplicates": int(result.rows_duplicate),
+        "duplicate_events": _duplicates(events, (result.quality or {}).get("duplicate_rows", [])),
+        "rejected": rejected,
+        "pushed_online": None,
+        "detail": (
+            f"identical request already received as batch {result.batch_id}: this is its "
+            "answer again, nothing was stored twice"
+        ),
+    }
+    return EventsOutcome(422 if rejected else 200, body)
+
+
+def _status(accepted: int, duplicates: int, rejected: list) -> str:
+    if not rejected:
+        return "accepted"
+    return "partially_rejected" if accepted or duplicates else "rejected"
 
 
 def _event_id(events: list[dict], row_number) -> str | None:
@@ -160,4 +203,5 @@ def _event_id(events: list[dict], row_number) -> str | None:
         v = events[int(row_number)].get("event_id")
     except (IndexError, TypeError, ValueError):
         return None
-    return None if v is None else str(v)
+    # As stored in quarantine: a NUL or a lone surrogate (why it was refused) escaped.
+    return None if v is None else storable(str(v))

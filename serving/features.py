@@ -13,11 +13,12 @@ cooldown instead of one per request, and recovery needs no restart.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 import pandas as pd
+
+from serving.breaker import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +42,6 @@ class StoreUnavailable(RuntimeError):
     """The online store (or the registry behind it) could not answer."""
 
 
-class Breaker:
-    def __init__(self, cooldown_s: float = 1.0):
-        self.cooldown_s = cooldown_s
-        self._lock = threading.Lock()
-        self._open_until = 0.0
-        self.last_error: str | None = None
-        self.last_failure_at: float | None = None
-        self.failures = 0
-
-    def call(self, fn, *args, **kwargs):
-        if time.monotonic() < self._open_until:
-            raise StoreUnavailable(self.last_error or "online store unavailable")
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as exc:  # any store failure must become a fallback, never a 500
-            reason = f"{type(exc).__name__}: {exc}"[:300]
-            with self._lock:
-                self._open_until = time.monotonic() + self.cooldown_s
-                self.last_error = reason
-                self.last_failure_at = time.time()
-                self.failures += 1
-            log.warning(
-                "online store call failed (%s); fallback for %.1fs", reason, self.cooldown_s
-            )
-            raise StoreUnavailable(reason) from exc
-        with self._lock:
-            self._open_until = 0.0
-            self.last_error = None
-        return out
-
-    @property
-    def healthy(self) -> bool:
-        return self.last_error is None
-
-
 def ranker_feature_service(model_metadata: dict) -> str:
     name = model_metadata.get("feature_service")
     if not name:
@@ -92,7 +58,7 @@ class OnlineFeatures:
     def __init__(self, store, feature_service_name: str, cooldown_s: float = 1.0):
         self.store = store
         self.feature_service_name = feature_service_name
-        self.breaker = Breaker(cooldown_s)
+        self.breaker = Breaker("online store", StoreUnavailable, cooldown_s)
         self._service = None
 
     def _feature_service(self):
@@ -159,12 +125,7 @@ class OnlineFeatures:
         }
 
     def health(self) -> dict:
-        return {
-            "healthy": self.breaker.healthy,
-            "last_error": self.breaker.last_error,
-            "failures": self.breaker.failures,
-            "feature_service": self.feature_service_name,
-        }
+        return self.breaker.health()
 
 
 def _split(value) -> list[str]:

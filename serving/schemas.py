@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 MAX_K = 100
 MAX_CANDIDATES = 500
 MAX_EVENTS = 1000
 Scalar = str | int | float | bool | None
+# Text that says something: blank or whitespace-only is refused like a missing value.
+NOT_BLANK = r"\S"
 
 
 class _Strict(BaseModel):
@@ -23,7 +25,9 @@ class _Strict(BaseModel):
 
 
 class IntentRequest(_Strict):
-    query: str = Field(min_length=1, max_length=256, examples=["buy wireless headphones"])
+    query: str = Field(
+        min_length=1, max_length=256, pattern=NOT_BLANK, examples=["buy wireless headphones"]
+    )
 
 
 class IntentResponse(BaseModel):
@@ -54,13 +58,22 @@ class Context(_Strict):
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=256, examples=["running shoes"])
+    query: str = Field(min_length=1, max_length=256, pattern=NOT_BLANK, examples=["running shoes"])
     user_id: str | None = Field(
-        None, min_length=1, max_length=128, description="The shop's user id (pseudonymised here)."
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=NOT_BLANK,
+        description="The shop's user id (pseudonymised here).",
     )
-    k: int = Field(10, ge=1, le=MAX_K)
+    # strict: `true` or "5" is not a number of items.
+    k: int = Field(10, ge=1, le=MAX_K, strict=True)
     candidates: int = Field(
-        200, ge=1, le=MAX_CANDIDATES, description="How many retrieved items the ranker scores."
+        200,
+        ge=1,
+        le=MAX_CANDIDATES,
+        strict=True,
+        description="How many retrieved items the ranker scores.",
     )
 
 
@@ -79,9 +92,9 @@ class SearchResponse(BaseModel):
 
 
 class RecommendRequest(_Strict):
-    user_id: str = Field(min_length=1, max_length=128, examples=["u00001"])
-    k: int = Field(10, ge=1, le=MAX_K)
-    candidates: int = Field(200, ge=1, le=MAX_CANDIDATES)
+    user_id: str = Field(min_length=1, max_length=128, pattern=NOT_BLANK, examples=["u00001"])
+    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    candidates: int = Field(200, ge=1, le=MAX_CANDIDATES, strict=True)
     context: Context | None = None
 
 
@@ -125,29 +138,64 @@ class RejectedEvent(BaseModel):
     reasons: list[str]
 
 
+class DuplicateEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request.")
+    event_id: str | None = None
+    reason: Literal["exact_duplicate", "near_duplicate", "already_stored"] = Field(
+        description="Repeats another event of the request (exactly, or the same action within "
+        "seconds), or its event_id was stored by an earlier request."
+    )
+
+
 class EventsResponse(BaseModel):
     status: Literal["accepted", "partially_rejected", "rejected"]
     batch_id: int | None = None
-    accepted: int = Field(description="Events appended to the events table now.")
-    duplicates: int = Field(0, description="Already stored (same event_id): not appended again.")
+    accepted: int = Field(
+        description="Events of this request appended to the events table (on an identical "
+        "resend: by the first send, nothing is appended twice)."
+    )
+    duplicates: int = Field(0, description="Events not appended because they are duplicates.")
+    duplicate_events: list[DuplicateEvent] = Field(
+        default_factory=list, description="Each duplicate event and why."
+    )
     rejected: list[RejectedEvent] = Field(
         default_factory=list, description="Invalid events; each is in the quarantine table."
     )
-    pushed_online: bool = Field(description="Accepted events are in the online store.")
+    pushed_online: bool | None = Field(
+        description="Accepted events are in the online store (null on an identical resend)."
+    )
     detail: str | None = None
 
 
 class ErrorResponse(BaseModel):
     error: str
-    detail: str | None = None
+    detail: str | list[dict[str, JsonValue]] | None = Field(
+        None, description="Why; for a validation error, one entry per field (loc, msg, type)."
+    )
+
+
+class StoreHealth(BaseModel):
+    healthy: bool = Field(description="Answered a live check just now.")
+    last_error: str | None = Field(description="Error type and message, without addresses.")
+    failures: int = Field(description="Failed calls since start.")
+
+
+class CatalogHealth(BaseModel):
+    loaded: bool
+    items: int
+    embedded_items: int
+    age_s: float | None = Field(description="Seconds since the last successful refresh.")
+    last_error: str | None = Field(description="Why the last refresh failed, if it did.")
 
 
 class StatusResponse(BaseModel):
-    ready: bool
+    ready: bool = Field(description="Every endpoint can answer without a fallback right now.")
     models: dict[str, str]
     feature_service: str
-    online_store: dict
-    catalog: dict
+    runtime: str = Field(description="How the query encoder and the intent net run.")
+    database: StoreHealth
+    online_store: StoreHealth
+    catalog: CatalogHealth
     experiment: dict | None = Field(
         None, description="Variants, shadow model, list-log counts and feature drift (PSI)."
     )

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "test-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+API_KEY = "test-api-key"
+READ = {"X-API-Key": API_KEY}
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 
@@ -91,6 +93,7 @@ def server(world):
         "REDIS_URL": s.redis_url,
         "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
         "CARTWISE_EVENTS_TOKEN": TOKEN,
+        "CARTWISE_API_KEY": API_KEY,
         "CARTWISE_DATA_DIR": str(s.data_dir),
         "BENTOML_HOME": world["bentoml_home"],
         "CARTWISE_EXPERIMENT": json.dumps(experiment),
@@ -109,7 +112,7 @@ def server(world):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=READ)
     deadline = time.time() + 180
     try:
         while True:
@@ -243,6 +246,7 @@ def test_closed_loop_ranker_beats_random(server, world):
             k=8,
             seed=3,
             token=TOKEN,
+            api_key=API_KEY,
             progress=False,
         )
     )
@@ -305,7 +309,7 @@ def test_hot_swap_serves_every_request_during_reload(server, world):
     port = server.base_url.port
 
     def hammer():
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=READ) as c:
             n = 0
             while not stop.is_set():
                 r = c.post("/recommend", json={"user_id": users[n % len(users)], "k": 5})

@@ -47,6 +47,9 @@ class ClosedLoopArgs:
     token: str | None = field(
         default=None, metadata={"help": "events token (default: CARTWISE_EVENTS_TOKEN)"}
     )
+    api_key: str | None = field(
+        default=None, metadata={"help": "X-API-Key of the reads (default: CARTWISE_API_KEY)"}
+    )
     timeout_s: float = field(default=10.0, metadata={"help": "per-request timeout, seconds"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     wait_ready: float = field(
@@ -168,11 +171,12 @@ def _click_events(user: str, list_id: str, clicked: list[tuple[int, str]]) -> li
     ]
 
 
-def wait_ready(url: str, timeout_s: float) -> None:
+def wait_ready(url: str, timeout_s: float, headers: dict | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if httpx.post(f"{url.rstrip('/')}/status", json={}, timeout=5).json().get("ready"):
+            status = httpx.post(f"{url.rstrip('/')}/status", json={}, timeout=5, headers=headers)
+            if status.json().get("ready"):
                 return
         except (httpx.TransportError, ValueError):
             pass
@@ -184,8 +188,10 @@ def wait_ready(url: str, timeout_s: float) -> None:
 def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
     from tqdm import tqdm
 
+    api_key = args.api_key or os.environ.get("CARTWISE_API_KEY", "cartwise-dev-api-key")
+    read = {"X-API-Key": api_key}
     if args.wait_ready:
-        wait_ready(args.url, args.wait_ready)
+        wait_ready(args.url, args.wait_ready, read)
 
     truth = truth or Truth.load(args.sim)
     rng = np.random.default_rng(args.seed)
@@ -194,7 +200,7 @@ def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
     per_list: dict[tuple[str, str], list[tuple[int, int, float, float]]] = {}
     failed = sent = 0
     t0 = time.monotonic()
-    with httpx.Client(base_url=args.url, timeout=args.timeout_s) as client:
+    with httpx.Client(base_url=args.url, timeout=args.timeout_s, headers=read) as client:
         for _ in tqdm(range(args.requests), desc="closed loop", disable=not args.progress):
             u = int(rng.integers(len(truth.user_ids)))
             user = str(truth.user_ids[u])
