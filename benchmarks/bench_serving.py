@@ -177,7 +177,7 @@ def _same_candidates(settings, users: list[str], candidates: int) -> dict[str, l
         encode=None,
         pseudonymise=lambda u: pseudonymise(u, key),
     )
-    return {u: engine.recommend_candidates(u, candidates)[0] for u in users}
+    return {u: engine.recommend_candidates(pseudonymise(u, key), candidates)[0] for u in users}
 
 
 def _start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
