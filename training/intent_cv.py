@@ -97,6 +97,7 @@ class FoldResult:
     winner: str
     c: dict[str, float]
     robustness: dict[str, float] = field(default_factory=dict)  # winner, perturbed test
+    setfit: dict | None = None  # pairs, steps, seconds, losses of the contrastive fine-tune
 
 
 class _Frozen:
@@ -123,7 +124,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
     q, y = df["query"].to_numpy(), df["label"].to_numpy()
     labels = sorted(set(y))
     pert = {k: perturb_all(q[te], k, args.seed) for k in PERTURBATIONS}
-    predictors, c = {}, {}
+    predictors, c, setfit_stats = {}, {}, None
     want = set(args.candidates)
     if "tfidf_lr" in want:
         vec = char_tfidf(q[tr])
@@ -154,7 +155,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
             max_len=args.max_len,
             seed=args.seed,
         )
-        contrastive_finetune(enc, tok, list(q[tr]), y[tr], sf, device)
+        setfit_stats = contrastive_finetune(enc, tok, list(q[tr]), y[tr], sf, device)
 
         def sx(t, enc=enc, tok=tok):
             return embed(enc, tok, list(t), args.max_len)
@@ -166,7 +167,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
     test = {n: macro_f1(y[te], p(q[te]), labels) for n, p in predictors.items()}
     winner = max(val, key=val.get)
     rob = {k: macro_f1(y[te], predictors[winner](np.array(v)), labels) for k, v in pert.items()}
-    return FoldResult(val, test, winner, c, rob)
+    return FoldResult(val, test, winner, c, rob, setfit_stats)
 
 
 @dataclass

@@ -19,6 +19,7 @@ transformers than this project's).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,7 +123,7 @@ def contrastive_finetune(encoder, tokenizer, texts, labels, args: SetFitArgs, de
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
     )
-    losses = []
+    losses, t0 = [], time.perf_counter()
     bar = tqdm(total=steps, desc="setfit pairs", leave=False)
     texts = list(texts)
     for _ in range(args.epochs):
@@ -149,4 +150,10 @@ def contrastive_finetune(encoder, tokenizer, texts, labels, args: SetFitArgs, de
     bar.close()
     # Back to CPU: embedding and the predictor that ships run there.
     encoder.to("cpu").eval()
-    return {"pairs": len(a), "steps": steps, "first_loss": losses[0], "last_loss": losses[-1]}
+    return {
+        "pairs": len(a) * args.epochs,
+        "steps": steps,
+        "seconds": time.perf_counter() - t0,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }

@@ -86,6 +86,7 @@ class SimConfig:
     rec_page_size: int = 8
     n_labelled_queries: int | None = None  # default: events // 300, clipped to 2000..20000
     query_variants: int = 6  # distinct query strings per (category, intent) in the event log
+    query_style: str = "hard"  # "hard" (realistic, see simulate/queries.py) or "templates"
     affinity_concentration: float = 0.15  # Dirichlet alpha: small means few favourite leaves
     click_model: ClickModel = field(default_factory=ClickModel)
     gzip_level: int = 6
@@ -105,7 +106,8 @@ class SimConfig:
 # tiny: seconds, for test fixtures (every leaf has items, bots and dirt of every kind);
 # demo: what `make demo` ingests; bench: the benchmarks' default size.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(events=6_000, days=3, n_users=150, n_items=120),
+    # tiny keeps template queries: fixtures need models that learn from a few hundred rows.
+    "tiny": dict(events=6_000, days=3, n_users=150, n_items=120, query_style="templates"),
     "demo": dict(events=300_000, days=14),
     "bench": dict(events=1_000_000, days=30),
 }

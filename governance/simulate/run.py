@@ -15,6 +15,7 @@ import pyarrow as pa
 from governance.simulate.config import PRESETS, SimConfig
 from governance.simulate.dirt import dirty_items, dirty_queries, dirty_users
 from governance.simulate.events import write_events
+from governance.simulate.queries import STYLES
 from governance.simulate.shop import Shop
 from governance.simulate.writing import (
     LABELLED_QUERY_SCHEMA,
@@ -107,9 +108,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, SimCo
         default=0.005,
         help="share of users that are bots (default 0.005)",
     )
+    parser.add_argument(
+        "--query-style",
+        choices=STYLES,
+        default=None,
+        help="how shoppers type queries: hard (synonyms, a second language, brand and model "
+        "tokens, ambiguous queries, abbreviations, typos) or templates (default: the "
+        "preset's, else hard)",
+    )
     args = parser.parse_args(argv)
     sizes = dict(PRESETS[args.preset]) if args.preset else {}
-    flags = dict(events=args.events, n_users=args.users, n_items=args.items, days=args.days)
+    flags = dict(
+        events=args.events,
+        n_users=args.users,
+        n_items=args.items,
+        days=args.days,
+        query_style=args.query_style,
+    )
     sizes.update({k: v for k, v in flags.items() if v is not None})
     cfg = SimConfig(
         seed=args.seed,

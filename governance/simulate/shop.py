@@ -8,6 +8,7 @@ import pyarrow as pa
 from governance.schemas import INTENTS
 from governance.simulate import vocabulary
 from governance.simulate.config import DAY_MS, SimConfig
+from governance.simulate.queries import shopper_query
 from governance.simulate.text import epoch_ms, ids
 
 
@@ -96,7 +97,7 @@ class Shop:
         for leaf in range(self.n_leaves):
             for intent in INTENTS:
                 for _ in range(variants):
-                    self.pool_query.append(vocabulary.make_query(leaf, intent, rng))
+                    self.pool_query.append(shopper_query(leaf, intent, rng, self.cfg.query_style))
                     self.pool_leaf.append(leaf)
                     self.pool_intent.append(intent)
         self.pool = pa.array(self.pool_query)

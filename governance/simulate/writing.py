@@ -23,6 +23,7 @@ from governance.simulate.config import (
 )
 from governance.simulate.day import Day
 from governance.simulate.dirt import DirtyRows
+from governance.simulate.queries import shopper_query
 from governance.simulate.shop import Shop
 from governance.simulate.text import iso_array, money
 
@@ -160,7 +161,7 @@ def labelled_query_rows(shop: Shop, rng: np.random.Generator) -> list[dict]:
             break
         leaf = int(rng.integers(shop.n_leaves))
         intent = INTENTS[rng.choice(len(INTENTS), p=intent_p)]
-        query = vocabulary.make_query(leaf, intent, rng)
+        query = shopper_query(leaf, intent, rng, shop.cfg.query_style)
         if query not in seen:
             seen.add(query)
             category = vocabulary.leaf_name(shop.leaf_paths[leaf])
