@@ -42,6 +42,11 @@ def test_report_is_self_contained(trained):
     assert (folder / "confusion_intent.png").stat().st_size > 0
     assert "confusion_intent.png" in report["plots"]
     assert report["lineage"]["batch_ids"] == [1, 2]
+    rob = {r["perturbation"]: r for r in report["robustness"]}
+    assert set(rob) == {"clean", "typo", "drop_word", "casing", "transliterate"}
+    assert rob["clean"]["macro_f1"] == pytest.approx(
+        report["test"][report["winner"]]["intent"]["macro_f1"]
+    )
     assert any((folder / "tensorboard").iterdir())
     assert report["tuning"][0]["history"]
 

@@ -36,6 +36,7 @@ from training.intent_model import (
     tokenize,
 )
 from training.metrics import classification_metrics
+from training.perturb import robustness
 from training.report import plot_confusion, write_report
 
 FEATURE_SERVICE = "intent_v1"
@@ -353,6 +354,14 @@ def train(
     val_scores = {k: score(p, val_df) for k, p in preds.items()}
     winner = max(val_scores, key=lambda k: val_scores[k]["selection_score"])
     test_scores = {k: score(p, test_df) for k, p in preds.items()}
+    # What typos, dropped words, casing and transliteration cost the shipped model (seeded).
+    robust = robustness(
+        lambda texts: [r["intent"] for r in preds[winner].predict(texts)],
+        test_df["query"].tolist(),
+        test_df["intent"].tolist(),
+        seed=args.seed,
+        label_set=intents,
+    )
     shipped = preds[winner]
     plot_confusion(
         folder / "confusion_intent.png",
@@ -389,6 +398,7 @@ def train(
         "categories": categories,
         "validation": val_scores,
         "test": test_scores,
+        "robustness": robust,
         "tuning": tuning,
         "fit_seconds": timings,
         "lineage": lineage,
@@ -405,6 +415,7 @@ def train(
         "report": report,
         "validation": val_scores,
         "test": test_scores,
+        "robustness": robust,
         "lineage": lineage,
         "candidates": preds,
     }
@@ -460,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"test intent acc {res['test'][k]['intent']['accuracy']:.4f} "
             f"macro-F1 {res['test'][k]['intent']['macro_f1']:.4f}"
         )
+    for row in res["robustness"]:
+        print(f"  winner, test {row.perturbation:13s} intent macro-F1 {row.macro_f1:.4f}")
     return res
 
 

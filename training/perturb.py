@@ -114,11 +114,16 @@ class RobustnessRow:
 
 
 def robustness(
-    predict: Callable[[list[str]], list], texts: Sequence[str], labels: Sequence, seed: int = 0
+    predict: Callable[[list[str]], list],
+    texts: Sequence[str],
+    labels: Sequence,
+    seed: int = 0,
+    label_set: Sequence | None = None,
 ) -> list[RobustnessRow]:
     """Score `predict` (texts -> predicted labels) on the clean texts and under each
-    perturbation; the first row is the clean score."""
-    label_set = sorted(set(labels))
+    perturbation; the first row is the clean score. `label_set`: the classes macro-F1
+    averages over (default: those in `labels`)."""
+    label_set = sorted(set(labels)) if label_set is None else list(label_set)
     clean = list(predict(list(texts)))
     base = macro_f1(labels, clean, label_set)
     rows = [RobustnessRow("clean", base, accuracy(labels, clean), 0.0)]
