@@ -135,6 +135,10 @@ class Settings(BaseSettings):
             names,
         )
 
+    def lake(self) -> str:
+        """The lake's URI: CARTWISE_LAKE_URI, else the folder data_dir/lake."""
+        return self.lake_uri or str((self.data_dir / "lake").resolve())
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
