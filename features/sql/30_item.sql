@@ -64,10 +64,18 @@ FROM agg a
 JOIN items i ON i.item_id = a.item_id
 JOIN _category_price cp ON cp.category = i.category;
 
--- Category snapshots at T for each category with an item touched in the hour before T.
+-- Category snapshots at T for each category with an item touched in the hour before T, plus
+-- the category's later snapshots within 30 days of a late event: a late event of one item
+-- changes its category's windows at hours when only other items of the category were active.
 CREATE TEMP TABLE _category_targets ON COMMIT DROP AS
 SELECT DISTINCT i.category, t.ts
-FROM _item_targets t JOIN items i USING (item_id);
+FROM _item_targets t JOIN items i USING (item_id)
+UNION
+SELECT f.category, f.event_timestamp
+FROM category_features f
+JOIN (SELECT i.category, min(k.hour_ts) AS m
+      FROM _item_hours k JOIN items i USING (item_id) GROUP BY i.category) a USING (category)
+WHERE f.event_timestamp > a.m AND f.event_timestamp <= a.m + interval '30 days';
 
 DELETE FROM category_features f USING _category_targets t
 WHERE f.category = t.category AND f.event_timestamp = t.ts;

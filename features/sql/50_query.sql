@@ -1,13 +1,16 @@
 -- Query snapshots at T for each (normalised) query searched or clicked from in the hour
 -- before T, kept only for frequent queries (searches_30d >= min_query_searches):
 -- which categories its searchers click, and its labelled intent when one exists.
+-- Later snapshots within 30 days of a late event come from the query's active hours, not from
+-- its stored rows: a snapshot that was below min_query_searches has no row, and the late
+-- event may lift it over.
 CREATE TEMP TABLE _query_targets ON COMMIT DROP AS
 SELECT query, hour_ts + interval '1 hour' AS ts FROM _query_hours
 UNION
-SELECT f.query, f.event_timestamp
-FROM query_features f
+SELECT h.query, h.hour_ts + interval '1 hour'
+FROM feature_query_hourly h
 JOIN (SELECT query, min(hour_ts) AS m FROM _query_hours GROUP BY query) a USING (query)
-WHERE f.event_timestamp > a.m AND f.event_timestamp <= a.m + interval '30 days';
+WHERE h.hour_ts >= a.m AND h.hour_ts < a.m + interval '30 days';
 
 DELETE FROM query_features f USING _query_targets t
 WHERE f.query = t.query AND f.event_timestamp = t.ts;
