@@ -26,7 +26,7 @@ venv: $(VENV)/.installed  ## create the virtualenv and install cartwise with its
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,load]'
+	$(PY) -m pip install --quiet -e '.[test,load,spark]'
 	touch $@
 
 services:  ## make sure the local PostgreSQL and Redis answer (starts them when they are down)

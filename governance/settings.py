@@ -11,7 +11,6 @@ import sys
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,12 +52,8 @@ class Settings(BaseSettings):
         description="Where clean rows are exported as Parquet for Spark (a folder, s3a://, "
         "hdfs://); unset means data_dir/lake.",
     )
-    offline_engine: Literal["postgres", "spark"] = Field(
-        default="postgres",
-        description="Feast offline store and materialisation engine: PostgreSQL or Spark.",
-    )
     spark_master: str = Field(
-        default="local[*]", description="Spark master URL for the Spark offline engine."
+        default="local[*]", description="Spark master URL for the Spark feature pipeline."
     )
     data_dir: Path = Field(default=Path("data"), description="Embedded database, reports, models.")
     env: str = Field(
