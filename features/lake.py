@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
-from governance.db import connect
+from governance.db import transaction
 from governance.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -191,29 +192,19 @@ def export(settings: Settings | None = None, progress: bool = False) -> ExportRe
     fs, root = _filesystem(uri)
     done = exported_batches(uri)
     report = ExportReport(lake=uri)
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SET TimeZone = 'UTC'")
-            cur.execute(
-                "SELECT batch_id, table_name FROM ingest_batches "
-                "WHERE status = 'loaded' AND table_name = ANY(%s) ORDER BY batch_id",
-                (list(SCHEMAS),),
-            )
-            batches = cur.fetchall()
-            todo = [(b, t) for b, t in batches if b not in done]
-            report.skipped = len(batches) - len(todo)
-            iterator = todo
-            if progress:
-                from tqdm import tqdm
-
-                iterator = tqdm(todo, desc="lake export", unit="batch")
-            for batch_id, table in iterator:
-                data = _read_batch(cur, table, batch_id)
-                report.exported.append(_write_batch(fs, root, table, batch_id, data))
-                log.info("batch %s: %s rows of %s", batch_id, data.num_rows, table)
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            "SELECT batch_id, table_name FROM ingest_batches "
+            "WHERE status = 'loaded' AND table_name = ANY(%s) ORDER BY batch_id",
+            (list(SCHEMAS),),
+        )
+        batches = cur.fetchall()
+        todo = [(b, t) for b, t in batches if b not in done]
+        report.skipped = len(batches) - len(todo)
+        for batch_id, table in tqdm(todo, desc="lake export", unit="batch", disable=not progress):
+            data = _read_batch(cur, table, batch_id)
+            report.exported.append(_write_batch(fs, root, table, batch_id, data))
+            log.info("batch %s: %s rows of %s", batch_id, data.num_rows, table)
     return report
 
 

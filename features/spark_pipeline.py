@@ -5,9 +5,10 @@
 
 Reads the lake that `python -m features.lake export` writes (`CARTWISE_LAKE_URI`), runs the
 steps `features.sql_transpile` makes from the PostgreSQL feature SQL, and writes each feature
-table as Parquet to `<out>/<table>/` (default `<lake>/features`). It is a rebuild over every exported batch, the way a distributed engine is
-normally used (the PostgreSQL pipeline is incremental by batch); the tables it writes equal the
-PostgreSQL pipeline's row for row (tests/test_spark.py).
+table as Parquet to `<out>/<table>/` (default `<lake>/features`). It is a rebuild over every
+exported batch, the way a distributed engine is normally used (the PostgreSQL pipeline is
+incremental by batch); tests/test_spark.py compares its tables with the PostgreSQL
+pipeline's, row for row.
 
 `CARTWISE_SPARK_MASTER` (default `local[*]`) picks the cluster.
 """

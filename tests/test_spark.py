@@ -14,10 +14,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features import lake, pipeline, synthetic
+from features import lake, pipeline
 from features.spark_pipeline import FEATURE_TABLES
-from governance.db import connect, transaction
+from governance.db import transaction
 from governance.settings import Settings
+from tests import feature_events as synthetic
 
 KEYS = {
     "feature_user_hourly": ["user_id", "hour_ts"],
@@ -78,13 +79,11 @@ def shop(template_database, tmp_path_factory):
 def test_export_is_incremental_and_idempotent(shop):
     first, again, second = shop["exports"]
     settings = shop["settings"]
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute("SELECT table_name, count(*) FROM ingest_batches GROUP BY 1")
         batches = dict(cur.fetchall())
         cur.execute("SELECT count(*) FROM events")
         n_events = cur.fetchone()[0]
-    conn.close()
     assert len(first.exported) == batches["items"] + batches["users"] + 1
     assert again.exported == [] and again.skipped == len(first.exported)
     assert [e.table for e in second.exported] == ["events"]
@@ -108,13 +107,10 @@ def test_export_resumes_after_a_crash(shop, tmp_path):
 
 
 def _pg_table(settings, table: str) -> pd.DataFrame:
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(f"SELECT * FROM {table}")
         cols = [d.name for d in cur.description]
-        df = pd.DataFrame(cur.fetchall(), columns=cols)
-    conn.close()
-    return df
+        return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
 def _normalise(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -167,11 +163,9 @@ def test_late_batch_reaches_back(shop):
     """The second batch really has events before the first batch's last hour (else the
     equality above would not cover the incremental path's late-event rewrites)."""
     settings = shop["settings"]
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
+    with transaction(settings) as cur:
         cur.execute(
             "SELECT batch_id, min(event_ts), max(event_ts) FROM events GROUP BY 1 ORDER BY 1"
         )
         (b1, lo1, hi1), (b2, lo2, hi2) = cur.fetchall()
-    conn.close()
     assert lo2 < hi1 - timedelta(hours=1)
