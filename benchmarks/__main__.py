@@ -25,7 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--only", nargs="+", choices=SUITES, default=SUITES)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SUITES,
+        default=SUITES,
+        help=f"suites to run (default: all of {' '.join(SUITES)})",
+    )
     args = parser.parse_args(argv)
     records: list[dict] = []
     for suite in args.only:

@@ -86,5 +86,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="simulated events (default: %(default)s)"
+    )
     print(json.dumps(run_all(parser.parse_args().events), indent=2))

@@ -207,9 +207,14 @@ def _main(argv: list[str] | None = None) -> None:
         type=int,
         action="append",
         dest="batch_ids",
-        help="process only this batch id (repeatable)",
+        help="process only this batch id (repeatable; default: every batch not yet processed)",
     )
-    parser.add_argument("--min-query-searches", type=int, default=3)
+    parser.add_argument(
+        "--min-query-searches",
+        type=int,
+        default=PipelineParams.min_query_searches,
+        help="searches in 30 days a query needs to get query features (default: %(default)s)",
+    )
     parser.add_argument("--status", action="store_true", help="print the watermark and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", type=int, default=3)
-    parser.add_argument("--service", default="ranker_v1")
+    parser.add_argument("--rows", type=int, default=3, help="entity rows to show (default: 3)")
+    parser.add_argument(
+        "--service", default="ranker_v1", help="feature service to read (default: ranker_v1)"
+    )
     args = parser.parse_args(argv)
     print(show(rows=args.rows, service=args.service))
     return 0

@@ -167,7 +167,12 @@ def _main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["migrate", "url", "env", "stop"])
+    parser.add_argument(
+        "command",
+        choices=["migrate", "url", "env", "stop"],
+        help="migrate: apply the migrations; url: print the database URL; env: print the "
+        "Feast exports; stop: stop the embedded PostgreSQL",
+    )
     args = parser.parse_args()
     if args.command == "migrate":
         migrate()
