@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -75,8 +76,9 @@ def bench_loop(
     from training.closed_loop import ClosedLoopArgs, run
 
     tmp = Path(tempfile.mkdtemp(prefix="cw_bench_loop_"))
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rsplit("/", 1)[0]
-    redis_url = f"{redis_url}/{1 + uuid.uuid4().int % 15}"
+    # A logical database of its own on the machine's Redis, emptied before and after.
+    server = re.sub(r"/\d+$", "", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379")
+    redis_url = f"{server}/{1 + uuid.uuid4().int % 15}"
     redis.Redis.from_url(redis_url).flushdb()
     procs = []
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -74,21 +75,25 @@ class ServingApp:
     def search(self, query: str, user_id: str | None, k: int, candidates: int) -> Outcome:
         user = self.engine.pseudonymise(user_id) if user_id else None
         route = self.loop.route(user or uuid.uuid4().hex)
+        t0 = time.perf_counter()
         try:
             out = self.engine.search(query, user_id, k, candidates, route=route)
         except NotReady as exc:
             return _not_ready(exc)
-        return Outcome(200, self.loop.served(out, "search", query))
+        took = time.perf_counter() - t0
+        return Outcome(200, self.loop.served(out, "search", query, took))
 
     def recommend(self, user_id: str, k: int, candidates: int, context: dict | None) -> Outcome:
         user = self.engine.pseudonymise(user_id)
         route = self.loop.route(user)
+        t0 = time.perf_counter()
         try:
             out = self.engine.recommend(user_id, k, candidates, context, route=route, user=user)
         except NotReady as exc:
             return _not_ready(exc)
+        took = time.perf_counter() - t0
         query = (context or {}).get("query")
-        return Outcome(200, self.loop.served(out, "recommend", query))
+        return Outcome(200, self.loop.served(out, "recommend", query, took))
 
     def reload(self, model: str | None, experiment: str | None) -> Outcome:
         try:

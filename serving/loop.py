@@ -55,6 +55,12 @@ DRIFTED = bentoml.metrics.Gauge(
     documentation="1 when a feature's PSI is at or above the drift threshold",
     labelnames=["model", "feature"],
 )
+LATENCY = bentoml.metrics.Histogram(
+    name="cartwise_list_seconds",
+    documentation="Time to build a served list (candidates, features, ranking), by variant",
+    labelnames=["endpoint", "variant"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 LOG_PENDING = bentoml.metrics.Gauge(
     name="cartwise_list_log_pending",
     documentation="Served lists not yet stored (queued or spilled to disk)",
@@ -147,9 +153,13 @@ class ServingLoop:
     def route(self, key: str) -> routing.Route:
         return self.routing.pick(key)
 
-    def served(self, out: dict, endpoint: str, query: str | None = None) -> dict:
+    def served(
+        self, out: dict, endpoint: str, query: str | None = None, seconds: float | None = None
+    ) -> dict:
         public = {k: v for k, v in out.items() if not k.startswith("_")}
         SERVED.labels(endpoint=endpoint, variant=out["variant"], model=out["ranker"]).inc()
+        if seconds is not None:
+            LATENCY.labels(endpoint=endpoint, variant=out["variant"]).observe(seconds)
         with self._recent_lock:
             self.recent[out["list_id"]] = (out["variant"], out["ranker"])
             if len(self.recent) > RECENT_LISTS:

@@ -217,7 +217,7 @@ def test_served_list_joins_its_click(server, world):
     assert joined == 1
     metrics = server.get("/metrics").text
     assert "cartwise_served_lists" in metrics and f'variant="{body["variant"]}"' in metrics
-    assert "cartwise_list_clicks" in metrics
+    assert "cartwise_list_clicks" in metrics and "cartwise_list_seconds_bucket" in metrics
 
 
 def test_variant_is_stable_per_user_over_http(server, world):
