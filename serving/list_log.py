@@ -11,16 +11,21 @@ instead of blocking or dropping.
 Nothing is lost and nothing is doubled: a spilled file is deleted only after the transaction
 that stored it committed, and a replay of lists that were in fact stored (a commit whose
 acknowledgement was lost) finds them by checksum or list id and counts them as duplicates.
-`stats()` reconciles: accepted = loaded + quarantined + duplicate + pending (queued or spilled).
+Each process spills into its own folder (`<spill_dir>/<host>-<pid>`), so the service's workers
+never replay the same file; a process that finds the folder of a dead one (same host) adopts its
+files. `stats()` reconciles: accepted + adopted = loaded + quarantined + duplicate + pending
+(queued, being written, or spilled).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LogStats:
     accepted: int = 0  # lists handed to log()
+    adopted: int = 0  # lists found spilled by a process that has since died
     loaded: int = 0
     quarantined: int = 0
     duplicate: int = 0
@@ -50,7 +56,10 @@ class LogStats:
 
     @property
     def reconciles(self) -> bool:
-        return self.accepted == self.loaded + self.quarantined + self.duplicate + self.pending
+        return (
+            self.accepted + self.adopted
+            == self.loaded + self.quarantined + self.duplicate + self.pending
+        )
 
     def as_dict(self) -> dict:
         return {**asdict(self), "pending": self.pending, "reconciles": self.reconciles}
@@ -70,13 +79,16 @@ class ListLogger:
     ):
         self.write = write  # lists -> an object with rows_loaded/rows_quarantined/rows_duplicate
         self.prepare = prepare or (lambda r: r)
-        self.spill_dir = Path(spill_dir)
+        self.root = Path(spill_dir)
+        self.host = socket.gethostname()
+        self.spill_dir = self.root / f"{self.host}-{os.getpid()}"
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size, self.flush_s, self.retry_s = batch_size, flush_s, retry_s
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self._stats = LogStats(on_disk=self._count_on_disk())
+        self._stats = LogStats()
+        self._adopt()
         self._down_until = 0.0
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -200,15 +212,40 @@ class ListLogger:
             self._stats.spilled += len(lists)
             self._stats.on_disk += len(lists)
 
-    def _count_on_disk(self) -> int:
-        # Spill files left by an earlier process are replayed too (and counted as pending).
-        n = 0
-        for path in self.spill_dir.glob("*.jsonl"):
-            with open(path) as fh:
-                n += sum(1 for line in fh if line.strip())
-        return n
+    def _dead(self, folder: Path) -> bool:
+        host, _, pid = folder.name.rpartition("-")
+        if host != self.host or not pid.isdigit() or folder == self.spill_dir:
+            return False  # another machine's process cannot be checked from here
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _adopt(self) -> None:
+        """Move the spill files of dead processes into this one's folder (atomic renames: of
+        two live processes adopting at once, each file goes to exactly one)."""
+        for folder in [f for f in self.root.iterdir() if f.is_dir() and self._dead(f)]:
+            for path in folder.glob("*.jsonl"):
+                target = self.spill_dir / path.name
+                try:
+                    path.rename(target)
+                except FileNotFoundError:
+                    continue  # another process took it
+                with open(target) as fh:
+                    n = sum(1 for line in fh if line.strip())
+                with self._lock:
+                    self._stats.adopted += n
+                    self._stats.on_disk += n
+            with contextlib.suppress(OSError):
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink()  # a spill that never completed was never counted anywhere
+                folder.rmdir()
 
     def _replay(self) -> None:
+        self._adopt()
         for path in sorted(self.spill_dir.glob("*.jsonl")):
             with open(path) as fh:
                 lists = [json.loads(line) for line in fh if line.strip()]

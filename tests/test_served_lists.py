@@ -140,7 +140,7 @@ def test_logger_survives_a_database_outage(settings, tmp_path):
         "WHERE table_name = 'served_lists' AND status = 'loaded'",
     )[0]
     assert loaded == len(sent) and read == loaded + dup
-    assert not list((tmp_path / "spill").glob("*.jsonl"))
+    assert not list((tmp_path / "spill").rglob("*.jsonl"))
 
 
 def test_full_queue_spills_instead_of_blocking(settings, tmp_path):
@@ -166,3 +166,29 @@ def test_full_queue_spills_instead_of_blocking(settings, tmp_path):
         logger.stop()
     assert logger.stats().reconciles
     assert rows(settings, "SELECT count(*) FROM served_lists")[0][0] == 30
+
+
+def test_spill_of_a_dead_process_is_adopted_once(settings, tmp_path):
+    import json
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is no longer running
+    folder = tmp_path / "spill" / f"{socket.gethostname()}-{dead.pid}"
+    folder.mkdir(parents=True)
+    lists = [served(), served()]
+    (folder / "0001.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lists))
+    logger = ListLogger(
+        lambda ls: store_served_lists(ls, settings), tmp_path / "spill", flush_s=0.05
+    ).start()
+    try:
+        assert logger.stats().adopted == 2
+        assert logger.flush(30)
+    finally:
+        logger.stop()
+    stats = logger.stats()
+    assert stats.reconciles and stats.loaded == 2 and stats.accepted == 0
+    assert not folder.exists()
+    stored = {r[0] for r in rows(settings, "SELECT list_id FROM served_lists")}
+    assert stored == {x["list_id"] for x in lists}
