@@ -243,6 +243,8 @@ def load(bentoml) -> ServingApp:
         features_for,
         os.environ.get("CARTWISE_EXPERIMENT"),
         default_model=ranker_tag,
+        resolve_tag=lambda tag: str(bentoml.models.get(tag).tag),
+        watch_s=float(os.environ.get("CARTWISE_MODEL_WATCH_S", "5")),
         log_lists=os.environ.get("CARTWISE_LIST_LOG", "on").lower() != "off",
     )
     encode(["warm up"])

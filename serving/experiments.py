@@ -69,6 +69,17 @@ class Experiment:
                 return v
         return self.variants[-1]  # u within float rounding of 1.0
 
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "variants": [
+                    {"name": v.name, "model": v.model, "share": v.share} for v in self.variants
+                ],
+                "shadow": self.shadow,
+            }
+        )
+
     @property
     def models(self) -> list[str]:
         tags = [v.model for v in self.variants if v.needs_model]

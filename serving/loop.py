@@ -7,7 +7,12 @@
   bounded queue, disk spill, governed write), counts it per variant, and returns the public
   response body (the engine's `_`-keys stay inside);
 - `clicked(events)`: counts clicks per variant for lists it served recently;
-- `reload(experiment_json)`: a new routing snapshot (new models from the store) in one swap;
+- `reload(model, experiment_json)`: a new routing snapshot (new models from the store) in one
+  swap. The service runs several worker processes and a request reaches one of them, so each
+  worker also watches (every CARTWISE_MODEL_WATCH_S, default 5 s) what its tags resolve to in
+  the model store and the experiment a reload left in <data_dir>/experiment_override.json, and
+  reloads itself when either changed: a reload or a newly registered `:latest` model reaches
+  every worker;
 - drift: the served feature values of each model feed a rolling window whose PSI against the
   model's training profile (features.drift) is a Prometheus gauge per feature.
 
@@ -17,6 +22,7 @@ Logging is on unless CARTWISE_LIST_LOG=off; spill files go to <data_dir>/served_
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -127,17 +133,30 @@ class ServingLoop:
         experiment_json: str | None,
         default_model: str,
         *,
+        resolve_tag=None,
         log_lists: bool = True,
+        watch_s: float = 5.0,
     ):
         self.engine = engine
+        self.resolve_tag = resolve_tag  # tag -> resolved tag (':latest' -> a version)
+        self.override = Path(settings.data_dir) / "experiment_override.json"
         self.load_ranker, self.features_for = load_ranker, features_for
         self._reload_lock = threading.Lock()
         # The configured tag (':latest' by default), not the resolved one: a reload without
         # an experiment then picks up the newest model in the store.
         self.default_model = default_model
+        self.configured = parse(experiment_json, default_model)
         self.routing = routing.build(
-            parse(experiment_json, default_model), load_ranker, features_for, engine.catalog_cache
+            self._experiment(), load_ranker, features_for, engine.catalog_cache
         )
+        self._signature = self.signature()
+        self._stop = threading.Event()
+        self._watch = None
+        if watch_s > 0 and resolve_tag is not None:
+            self._watch = threading.Thread(
+                target=self._watch_store, args=(watch_s,), name="model-watch", daemon=True
+            )
+            self._watch.start()
         self.recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._recent_lock = threading.Lock()
         self.drift = DriftMonitor()
@@ -228,10 +247,35 @@ class ServingLoop:
         return record
 
     # ------------------------------------------------------------------ admin
+    def _experiment(self):
+        """The experiment a reload left for every worker, else the configured one."""
+        try:
+            return parse(self.override.read_text(), self.default_model)
+        except FileNotFoundError:
+            return self.configured
+        except ValueError:
+            log.warning("ignoring an unreadable %s", self.override)
+            return self.configured
+
+    def signature(self) -> tuple:
+        experiment = self._experiment()
+        return (experiment, tuple(self.resolve_tag(t) for t in experiment.models))
+
+    def _watch_store(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                sig = self.signature()
+                if sig != self._signature:
+                    out = self.reload()
+                    log.info("model store changed: reloaded %s", out["after"])
+            except Exception:  # a half-written model or a store hiccup: try at the next tick
+                log.warning("model-store watch failed", exc_info=True)
+
     def reload(self, model: str | None = None, experiment_json: str | None = None) -> dict:
         """Build a new snapshot from the store, then swap. `model`: serve this tag to everyone;
         `experiment_json`: a new experiment; neither: the same experiment, its `:latest` tags
-        resolved anew (how a retrained model goes live)."""
+        resolved anew (how a retrained model goes live). A new model or experiment is left in
+        the override file, where the other workers' watches find it."""
         with self._reload_lock:
             t0 = time.monotonic()
             before = self.routing.describe()
@@ -240,11 +284,18 @@ class ServingLoop:
             elif experiment_json:
                 experiment = parse(experiment_json, self.default_model)
             else:
-                experiment = self.routing.experiment
+                experiment = self._experiment()
             new = routing.build(
                 experiment, self.load_ranker, self.features_for, self.engine.catalog_cache
             )
+            if model or experiment_json:
+                self.override.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.override.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(experiment.to_json())
+                tmp.replace(self.override)  # atomic: a watch reads the old or the new file
             self.routing = new  # one assignment: a request sees the old or the new snapshot
+            if self.resolve_tag is not None:
+                self._signature = self.signature()
             return {
                 "before": before,
                 "after": new.describe(),
@@ -259,5 +310,6 @@ class ServingLoop:
         }
 
     def stop(self) -> None:
+        self._stop.set()
         if self.logger is not None:
             self.logger.stop()

@@ -295,8 +295,14 @@ def test_retrain_gates_on_recent_lists_and_reloads(server, world):
     assert result.rows["served_lists"] > 0 and result.rows["events"] > 0
     assert result.gate.lists > 0 and 0 <= result.gate.serving_auc <= 1
     assert result.registered and result.reload is not None
-    after = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
-    assert after == result.registered != before
+    assert result.registered != before
+
+    # Every worker serves it soon: the one /reload reached, the others by their store watch.
+    def serving_new() -> bool:
+        status = server.post("/status", json={}).json()["experiment"]
+        return status["variants"][0]["model"] == result.registered
+
+    wait_for(lambda: all(serving_new() for _ in range(4)), timeout_s=60)
 
 
 def test_hot_swap_serves_every_request_during_reload(server, world):
@@ -335,7 +341,7 @@ def test_hot_swap_serves_every_request_during_reload(server, world):
         for t in threads:
             t.join(30)
     assert len(codes) >= 6 and set(codes) == {200}, sorted(set(codes))
-    assert new_tag in tags and tags[-1] in (new_tag, "random")
+    assert new_tag in tags
     assert (
         server.post("/reload", json={"model": "cartwise-ranker:nope"}, headers=AUTH).status_code
         == 400
