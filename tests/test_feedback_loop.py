@@ -145,14 +145,17 @@ def sql(settings, query, *args):
         conn.close()
 
 
-def wait_logged(server, timeout_s: float = 30) -> dict:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+def wait_logged(server, timeout_s: float = 60) -> dict:
+    """Until the list logs are drained. A status call reaches one of the service's workers, so
+    several in a row must say so, and one flush interval more lets a quiet worker finish."""
+    deadline, quiet = time.time() + timeout_s, 0
+    while quiet < 6:
         stats = server.post("/status", json={}).json()["experiment"]["list_log"]
-        if stats["pending"] == 0:
-            return stats
+        quiet = quiet + 1 if stats["pending"] == 0 else 0
+        assert time.time() < deadline, f"list log not drained: {stats}"
         time.sleep(0.2)
-    raise AssertionError(f"list log not drained: {stats}")
+    time.sleep(1.0)
+    return stats
 
 
 def wait_for(condition, timeout_s: float = 90) -> None:
