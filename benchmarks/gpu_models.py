@@ -32,8 +32,8 @@ from training import intent_cv, retail_ranker, sessions
 from training.common import to_jsonable
 
 SIZES = {
-    "full": dict(sim="demo", folds=5, setfit_max_pairs=20000, setfit_pairs=20),
-    "tiny": dict(sim="tiny", folds=2, setfit_max_pairs=16, setfit_pairs=2),
+    "full": dict(sim="demo", folds=5, setfit_max_pairs=20000, setfit_pairs=20, queries=None),
+    "tiny": dict(sim="tiny", folds=2, setfit_max_pairs=16, setfit_pairs=2, queries=200),
 }
 
 
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def intent():
         q = pd.read_csv(sim / "labelled_queries.csv.gz").dropna(subset=["query", "intent"])
+        if size["queries"]:  # the simulator labels at least 2,000; tiny keeps a sample
+            q = q.sample(n=min(len(q), size["queries"]), random_state=0)
         path = out / "intent.csv"
         q.rename(columns={"intent": "label"})[["query", "label"]].to_csv(path, index=False)
         res = intent_cv.main(
