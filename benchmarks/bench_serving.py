@@ -47,7 +47,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    # 600 s: two workers load the models and the first start exports MiniLM to ONNX.
     import httpx
 
     deadline = time.time() + timeout
