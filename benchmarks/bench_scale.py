@@ -216,6 +216,7 @@ def run(events: int | None = None) -> list[dict]:
                 rec = {"name": stage, "value": round(res.seconds, 2), "unit": "s", "params": params}
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
+                save(records)  # a run stopped later still leaves the stages it measured
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return records
