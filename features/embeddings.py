@@ -6,18 +6,24 @@ no row yet -- new items, or items whose title changed. The row's event_timestamp
 title became valid: listed_at for an item's first title, items.updated_at for a change, so
 point-in-time joins give older labels the older title's embedding.
 
-`USER_EMBEDDINGS_SQL` (run by the pipeline inside its transaction) writes
+`write_user_embeddings` (run by the pipeline inside its transaction) writes
 `user_embeddings` at every user snapshot T being (re)computed: the mean of the title
-embeddings of the user's last 20 clean view/click/add_to_cart events in [T - 30d, T).
+embeddings of the user's last 20 clean view/click/add_to_cart events in [T - 30d, T). SQL
+picks the rows to average per snapshot; numpy averages them in chunks of snapshots (a
+sparse selection matrix times the item embedding matrix) and the means go back by binary
+COPY -- never one row per vector element, so time and memory grow with the snapshots.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
+import struct
 from functools import lru_cache
 
+import numpy as np
 from tqdm import tqdm
 
 from governance.db import transaction
@@ -25,36 +31,166 @@ from governance.db import transaction
 log = logging.getLogger(__name__)
 DIM = 384
 
-USER_EMBEDDINGS_SQL = """
+# The definition, in two halves written once: this query picks, for every target snapshot
+# (user_id, T) numbered n, the title-embedding rows k to average (the last 20 clean
+# view/click/add_to_cart events in [T - 30d, T), each item's title embedding valid strictly
+# before T; an item without one drops out, a repeated item counts each time), and
+# `_mean_rows` averages them the way PostgreSQL's avg(real)::real does (float64 sum / count,
+# rounded to float32). A target with nothing to average gets no row.
+USER_RECENT_ITEMS_SQL = """
+SELECT t.n, m.k
+FROM _ue_targets t
+CROSS JOIN LATERAL (
+    SELECT e.item_id FROM events e
+    WHERE e.user_id = t.user_id AND e.event_ts >= t.ts - interval '30 days'
+      AND e.event_ts < t.ts AND NOT e.is_bot
+      AND e.event_type IN ('view', 'click', 'add_to_cart') AND e.item_id IS NOT NULL
+    ORDER BY e.event_ts DESC, e.event_id DESC LIMIT 20
+) x
+JOIN LATERAL (
+    SELECT m.k FROM _ue_keys m
+    WHERE m.item_id = x.item_id AND m.event_timestamp < t.ts
+    ORDER BY m.event_timestamp DESC LIMIT 1
+) m ON true
+WHERE t.n >= {lo} AND t.n < {hi}
+"""
+
+_PREPARE_SQL = """
 DELETE FROM user_embeddings f USING _user_targets t
 WHERE f.user_id = t.user_id AND f.event_timestamp = t.ts;
-
-INSERT INTO user_embeddings (user_id, event_timestamp, recent_items_embedding)
-SELECT user_id, ts, array_agg(v ORDER BY i)
-FROM (
-    SELECT r.user_id, r.ts, u.i, avg(u.v)::real AS v
-    FROM (
-        SELECT t.user_id, t.ts, x.item_id
-        FROM _user_targets t
-        CROSS JOIN LATERAL (
-            SELECT e.item_id FROM events e
-            WHERE e.user_id = t.user_id AND e.event_ts >= t.ts - interval '30 days'
-              AND e.event_ts < t.ts AND NOT e.is_bot
-              AND e.event_type IN ('view', 'click', 'add_to_cart') AND e.item_id IS NOT NULL
-            ORDER BY e.event_ts DESC, e.event_id DESC LIMIT 20
-        ) x
-    ) r
-    JOIN LATERAL (
-        SELECT title_embedding FROM item_embeddings m
-        WHERE m.item_id = r.item_id AND m.event_timestamp < r.ts
-        ORDER BY m.event_timestamp DESC LIMIT 1
-    ) m ON true
-    CROSS JOIN LATERAL unnest(m.title_embedding) WITH ORDINALITY AS u(v, i)
-    GROUP BY r.user_id, r.ts, u.i
-) per_dim
-GROUP BY user_id, ts;
-ANALYZE user_embeddings;
+DROP TABLE IF EXISTS _ue_targets, _ue_keys;
+CREATE TEMP TABLE _ue_targets ON COMMIT DROP AS
+SELECT (row_number() OVER (ORDER BY user_id, ts) - 1)::int AS n, user_id, ts,
+       (extract(epoch FROM ts) * 1000000)::bigint - 946684800000000 AS ts_pg
+FROM (SELECT DISTINCT user_id, ts FROM _user_targets) s;
+CREATE INDEX ON _ue_targets (n);
+ANALYZE _ue_targets;
+CREATE TEMP TABLE _ue_keys ON COMMIT DROP AS
+SELECT (row_number() OVER (ORDER BY item_id, event_timestamp) - 1)::int AS k,
+       item_id, event_timestamp
+FROM item_embeddings;
+CREATE INDEX ON _ue_keys (item_id, event_timestamp);
+ANALYZE _ue_keys;
 """
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # binary COPY header, no extensions
+_COPY_TRAILER = b"\xff\xff"
+_FLOAT4_OID = 700
+_PG_EPOCH_US = 946684800000000  # 2000-01-01 UTC, in Unix microseconds
+
+
+def _copy_out(cur, query: str) -> bytes:
+    buf = io.BytesIO()
+    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buf)
+    data = buf.getvalue()
+    if not data.startswith(_COPY_SIGNATURE[:11]):
+        raise ValueError("not a binary COPY stream")
+    return data[19:-2]  # header (signature, flags, extension length 0) and trailer off
+
+
+def _item_matrix(cur) -> np.ndarray:
+    """Every title embedding as float64 rows, row k = `_ue_keys.k` (all the same width)."""
+    cur.execute(
+        "SELECT count(*), min(cardinality(title_embedding)), "
+        "max(cardinality(title_embedding)) FROM item_embeddings"
+    )
+    count, lo, hi = cur.fetchone()
+    if not count:
+        return np.zeros((0, DIM))
+    if lo != hi:
+        raise ValueError(f"item_embeddings mixes widths {lo} and {hi}")
+    dim = int(lo)
+    row = np.dtype(
+        [
+            ("nf", ">i2"),
+            ("l1", ">i4"),
+            ("k", ">i4"),
+            ("l2", ">i4"),
+            ("head", ">i4", 5),
+            ("v", [("len", ">i4"), ("x", ">f4")], dim),
+        ]
+    )
+    data = _copy_out(
+        cur,
+        "SELECT k.k, m.title_embedding FROM _ue_keys k JOIN item_embeddings m "
+        "USING (item_id, event_timestamp)",
+    )
+    rows = np.frombuffer(data, dtype=row)
+    if len(rows) != count or (rows["v"]["len"] != 4).any():  # a NULL element has length -1
+        raise ValueError("item_embeddings holds NULL elements")
+    out = np.empty((count, dim))
+    out[rows["k"]] = rows["v"]["x"]
+    return out
+
+
+def _mean_rows(pairs: np.ndarray, n_rows: int, items: np.ndarray):
+    """Mean of the `items` rows listed for each of n_rows targets (pairs: target, item
+    row), as PostgreSQL's avg(real)::real: float64 sums over counts, rounded to float32.
+    Returns the targets with at least one row and their means."""
+    from scipy.sparse import csr_matrix
+
+    pick = csr_matrix(
+        (np.ones(len(pairs["n"])), (pairs["n"], pairs["k"])), shape=(n_rows, len(items))
+    )
+    counts = np.asarray(pick.sum(axis=1)).ravel()
+    has = np.flatnonzero(counts)
+    sums = pick[has] @ items
+    return has, (sums / counts[has, None]).astype(np.float32)
+
+
+def _copy_rows(keys: list[tuple[bytes, int]], means: np.ndarray) -> bytes:
+    """user_embeddings rows (user_id, event_timestamp, recent_items_embedding) as binary COPY."""
+    n, dim = means.shape
+    arr = np.empty((n, dim), dtype=[("len", ">i4"), ("x", ">f4")])
+    arr["len"] = 4
+    arr["x"] = means
+    blob = arr.tobytes()
+    width = 8 * dim
+    array_head = struct.pack(">iiiiii", 20 + width, 1, 0, _FLOAT4_OID, dim, 1)
+    parts = [_COPY_SIGNATURE]
+    for i, (uid, ts_pg) in enumerate(keys):
+        parts.append(struct.pack(">hi", 3, len(uid)))
+        parts.append(uid)
+        parts.append(struct.pack(">iq", 8, ts_pg))
+        parts.append(array_head)
+        parts.append(blob[i * width : (i + 1) * width])
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def write_user_embeddings(cur, chunk: int = 20_000, progress: bool = False) -> int:
+    """Recompute `user_embeddings` at every snapshot in `_user_targets` (a temp table of
+    user_id, ts), in chunks of `chunk` targets: memory stays at one chunk's vectors plus the
+    item embedding matrix. Returns the rows written."""
+    cur.execute(_PREPARE_SQL)
+    items = _item_matrix(cur)
+    cur.execute("SELECT count(*) FROM _ue_targets")
+    total = cur.fetchone()[0]
+    pair = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("n", ">i4"), ("l2", ">i4"), ("k", ">i4")])
+    bar = tqdm(total=total, desc="user embeddings", unit="snapshot", disable=not progress)
+    written = 0
+    for lo in range(0, total if len(items) else 0, chunk):
+        hi = min(lo + chunk, total)
+        pairs = np.frombuffer(_copy_out(cur, USER_RECENT_ITEMS_SQL.format(lo=lo, hi=hi)), pair)
+        pairs = {"n": pairs["n"].astype(np.int64) - lo, "k": pairs["k"].astype(np.int64)}
+        has, means = _mean_rows(pairs, hi - lo, items)
+        if len(has):
+            cur.execute(
+                "SELECT user_id, ts_pg FROM _ue_targets WHERE n >= %s AND n < %s ORDER BY n",
+                (lo, hi),
+            )
+            keys = cur.fetchall()
+            rows = [(keys[i][0].encode(), keys[i][1]) for i in has]
+            cur.copy_expert(
+                "COPY user_embeddings (user_id, event_timestamp, recent_items_embedding) "
+                "FROM STDIN WITH (FORMAT binary)",
+                io.BytesIO(_copy_rows(rows, means)),
+            )
+            written += len(has)
+        bar.update(hi - lo)
+    bar.close()
+    cur.execute("ANALYZE user_embeddings")
+    return written
 
 
 def title_hash(title: str) -> str:

@@ -55,7 +55,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from features.embeddings import USER_EMBEDDINGS_SQL, update_item_embeddings
+from features.embeddings import update_item_embeddings, write_user_embeddings
 from governance.db import migrate, transaction
 from governance.settings import get_settings
 
@@ -152,8 +152,8 @@ def run(
                 report.earliest_affected = earliest.isoformat() if earliest else None
         if embeddings:
             t0 = time.perf_counter()
-
-            cur.execute(USER_EMBEDDINGS_SQL)
+            written = write_user_embeddings(cur, progress=progress)
+            report.embeddings = {**(report.embeddings or {}), "user_snapshots": written}
             report.seconds["user_embeddings"] = round(time.perf_counter() - t0, 3)
         for table in (
             "user_features",

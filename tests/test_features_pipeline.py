@@ -247,3 +247,89 @@ def test_item_and_category_windows_by_hand(settings):
         (hour + timedelta(days=10), 3, 2),  # both items of the category, 30 days back
         (hour + timedelta(days=35), 3, 2),  # day 0 is out; days 10 and 35 are in
     ]
+
+
+# The user-embedding definition as one SQL statement, as the pipeline ran it before it moved
+# to chunked numpy means (unnest every vector into rows, avg per dimension): the oracle the
+# chunked path must equal.
+LEGACY_USER_EMBEDDINGS_SQL = """
+SELECT user_id, ts, array_agg(v ORDER BY i)
+FROM (
+    SELECT r.user_id, r.ts, u.i, avg(u.v)::real AS v
+    FROM (
+        SELECT t.user_id, t.ts, x.item_id
+        FROM _user_targets t
+        CROSS JOIN LATERAL (
+            SELECT e.item_id FROM events e
+            WHERE e.user_id = t.user_id AND e.event_ts >= t.ts - interval '30 days'
+              AND e.event_ts < t.ts AND NOT e.is_bot
+              AND e.event_type IN ('view', 'click', 'add_to_cart') AND e.item_id IS NOT NULL
+            ORDER BY e.event_ts DESC, e.event_id DESC LIMIT 20
+        ) x
+    ) r
+    JOIN LATERAL (
+        SELECT title_embedding FROM item_embeddings m
+        WHERE m.item_id = r.item_id AND m.event_timestamp < r.ts
+        ORDER BY m.event_timestamp DESC LIMIT 1
+    ) m ON true
+    CROSS JOIN LATERAL unnest(m.title_embedding) WITH ORDINALITY AS u(v, i)
+    GROUP BY r.user_id, r.ts, u.i
+) per_dim
+GROUP BY user_id, ts ORDER BY 1, 2
+"""
+
+
+def test_user_embeddings_equal_the_legacy_sql(settings):
+    """Chunked numpy means == the old unnest/avg SQL (float32, 1e-6): title versions valid
+    strictly before T, items without an embedding, ties, users with no events, small chunks."""
+    import numpy as np
+
+    from features.embeddings import write_user_embeddings
+
+    catalog = _load(settings, n_sessions=120)
+    pipeline.run(settings, embeddings=False)
+    rng = np.random.default_rng(3)
+    with transaction(settings) as cur:
+        cur.execute("SELECT min(event_ts), max(event_ts) FROM events")
+        lo, hi = cur.fetchone()
+        versions = []
+        for n, item in enumerate(catalog["items"]):
+            if n % 7 == 0:
+                continue  # never embedded: drops out of every mean
+            stamps = {lo - timedelta(days=1)} if n % 3 else set()
+            stamps |= {lo + (hi - lo) * float(f) for f in rng.uniform(0, 1, size=n % 4)}
+            for k, ts in enumerate(sorted(stamps)):
+                vec = rng.normal(size=384).astype(np.float32)
+                versions.append((item, ts, f"h{k}", (vec / np.linalg.norm(vec)).tolist()))
+        cur.executemany(
+            "INSERT INTO item_embeddings (item_id, event_timestamp, title_hash, "
+            "title_embedding) VALUES (%s, %s, %s, %s::real[])",
+            versions,
+        )
+        # Targets: every user snapshot, an embedding's own timestamp (strictly before T),
+        # and users with no events at all.
+        cur.execute(
+            """CREATE TEMP TABLE _user_targets ON COMMIT DROP AS
+               SELECT user_id, event_timestamp AS ts FROM user_features
+               UNION SELECT u, %s::timestamptz FROM unnest(%s::text[]) u
+               UNION SELECT e.user_id, m.event_timestamp FROM item_embeddings m
+                     JOIN events e USING (item_id) WHERE e.event_ts < m.event_timestamp""",
+            (hi, ["nobody-1", "nobody-2"]),
+        )
+        cur.execute(LEGACY_USER_EMBEDDINGS_SQL)
+        legacy = cur.fetchall()
+        cur.execute("SELECT count(*) FROM _user_targets")
+        n_targets = cur.fetchone()[0]
+        written = write_user_embeddings(cur, chunk=37)
+        cur.execute(
+            "SELECT user_id, event_timestamp, recent_items_embedding FROM user_embeddings "
+            "ORDER BY 1, 2"
+        )
+        chunked = cur.fetchall()
+    assert len(legacy) > 100 and n_targets > len(legacy)  # some targets have nothing
+    assert written == len(chunked)
+    assert [r[:2] for r in chunked] == [r[:2] for r in legacy]
+    assert not any(r[0].startswith("nobody") for r in chunked)
+    got = np.array([r[2] for r in chunked], dtype=np.float32)
+    want = np.array([r[2] for r in legacy], dtype=np.float32)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6
