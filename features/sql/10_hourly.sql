@@ -1,5 +1,9 @@
 -- Hourly aggregates, recomputed (not incremented) for every (key, hour) a new batch touches,
 -- from all clean events of that hour: re-running a batch or a late event cannot double count.
+-- Every join also matches date_trunc('hour', event_ts) = hour_ts (the same condition as the
+-- range, the pipeline runs in UTC as 00_new_events does): it gives the planner a
+-- (key, hour) hash key. Joined on the key alone, a busy item's every event met every one of
+-- its hours (at 1M events 336M pairs for the item table), growing with the square of events.
 DELETE FROM feature_user_hourly h USING _user_hours k
 WHERE h.user_id = k.user_id AND h.hour_ts = k.hour_ts;
 
@@ -20,6 +24,7 @@ SELECT k.user_id, k.hour_ts,
 FROM _user_hours k
 JOIN events e ON e.user_id = k.user_id
              AND e.event_ts >= k.hour_ts AND e.event_ts < k.hour_ts + interval '1 hour'
+             AND date_trunc('hour', e.event_ts) = k.hour_ts
 WHERE NOT e.is_bot
 GROUP BY k.user_id, k.hour_ts;
 
@@ -34,6 +39,7 @@ SELECT k.user_id, i.category, k.hour_ts,
 FROM _user_hours k
 JOIN events e ON e.user_id = k.user_id
              AND e.event_ts >= k.hour_ts AND e.event_ts < k.hour_ts + interval '1 hour'
+             AND date_trunc('hour', e.event_ts) = k.hour_ts
 JOIN items i ON i.item_id = e.item_id
 WHERE NOT e.is_bot AND e.event_type IN ('view', 'click', 'add_to_cart', 'purchase')
 GROUP BY k.user_id, i.category, k.hour_ts;
@@ -52,6 +58,7 @@ SELECT k.item_id, k.hour_ts,
 FROM _item_hours k
 JOIN events e ON e.item_id = k.item_id
              AND e.event_ts >= k.hour_ts AND e.event_ts < k.hour_ts + interval '1 hour'
+             AND date_trunc('hour', e.event_ts) = k.hour_ts
 WHERE NOT e.is_bot
 GROUP BY k.item_id, k.hour_ts;
 
@@ -67,6 +74,7 @@ FROM (
     FROM _query_hours k
     JOIN events e ON e.event_ts >= k.hour_ts AND e.event_ts < k.hour_ts + interval '1 hour'
                  AND nullif(lower(btrim(e.query)), '') = k.query
+                 AND date_trunc('hour', e.event_ts) = k.hour_ts
     WHERE NOT e.is_bot AND e.event_type IN ('search', 'click')
 ) q
 LEFT JOIN items i ON q.event_type = 'click' AND i.item_id = q.item_id
