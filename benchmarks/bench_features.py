@@ -60,8 +60,10 @@ import redis
 
 from benchmarks.common import record, scratch_database
 from benchmarks.frame_records import frame_records
+from features.feast_store import apply
+from features.labels import labels_sql
 from features.realtime import push_events
-from features.training_set import build_training_set, labels_sql
+from features.training_set import build_training_set
 from governance.db import transaction
 
 ONLINE_REFS = [
@@ -203,7 +205,6 @@ def _sql(settings, query: str, params=None):
 
 def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool = False):
     """simulate -> ingest -> pipeline (subprocesses) -> feast apply; returns (store, records)."""
-    from features.store import apply
 
     out: list[dict] = []
     sim = folder / "sim"
@@ -443,7 +444,6 @@ def run_sim(
     redis_url: str | None = None,
 ) -> list[dict]:
     """The whole simulated-shop benchmark in a scratch database and folder (see module doc)."""
-    from features.store import apply
 
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 300_000)
     days = days or _env_int("CARTWISE_BENCH_DAYS", 30)

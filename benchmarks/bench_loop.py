@@ -16,7 +16,7 @@ Records {name, value, unit, baseline_value, ratio, params}:
                                ground-truth model) divided by the oracle's CTR on the same
                                requests; the random-order variant's CTR is the baseline.
 
-The world is a small simulated shop (tests/loop_world.py: simulate -> ingest -> features ->
+The world is a small simulated shop (tests/serving_world.py: simulate -> ingest -> features ->
 Feast -> tiny ranker). The closed loop runs on the logging-on server after a /reload that
 turns on a 50/50 experiment of the ranker against random ordering.
 """
@@ -27,14 +27,23 @@ import json
 import os
 import re
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import httpx
+import pandas as pd
+import redis
+
 from benchmarks.bench_serving import _free_port, _stop, _wait
 from benchmarks.common import record, scratch_database
+from tests.serving_world import build
+from training.closed_loop import ClosedLoopArgs, run
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -42,7 +51,6 @@ API_KEY = "bench-api-key"
 
 
 def _serve(env: dict, port: int, log: Path):
-    import subprocess
 
     return subprocess.Popen(
         [
@@ -68,12 +76,6 @@ def bench_loop(
     concurrency: int = 4,
     loop_requests: int = 400,
 ) -> list[dict]:
-    import httpx
-    import pandas as pd
-    import redis
-
-    from tests.loop_world import build
-    from training.closed_loop import ClosedLoopArgs, run
 
     tmp = Path(tempfile.mkdtemp(prefix="cw_bench_loop_"))
     # A logical database of its own on the machine's Redis, emptied before and after.
@@ -164,7 +166,6 @@ def bench_loop(
         for p in procs:
             _stop(p)
         redis.Redis.from_url(redis_url).flushdb()
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -229,9 +230,6 @@ def bench_loop(
 
 def load(url: str, bodies: list[dict], concurrency: int, warmup: int = 10) -> dict:
     """POST `bodies` from `concurrency` threads (in a process of its own); latencies in ms."""
-    import threading
-
-    import httpx
 
     lat: list[float] = []
     errors = 0
@@ -269,7 +267,6 @@ def _next(it, lock):
 def _run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
     """The load from another process, so the client's own work never shares the server's CPU
     accounting or GIL."""
-    import subprocess
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"url": url, "bodies": bodies, "concurrency": concurrency}, fh)

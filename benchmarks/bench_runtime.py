@@ -25,6 +25,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import record
+from features.embeddings import embed_texts, model_path
+from governance.schemas import INTENTS
+from governance.simulate import preset, simulate
+from serving.onnx_models import OnnxEncoder, OnnxIntent
+from training.intent import IntentTrainArgs, encode_labels, split_queries, train
+from training.metrics import macro_f1
 
 
 def _ms_per_query(fn, queries: list[str], repeat: int = 1) -> float:
@@ -37,8 +43,6 @@ def _ms_per_query(fn, queries: list[str], repeat: int = 1) -> float:
 
 
 def _macro_f1(proba: tuple[np.ndarray, np.ndarray], test, predictor) -> dict:
-    from training.intent import encode_labels
-    from training.metrics import macro_f1
 
     y_i, y_c = encode_labels(test, predictor.intents, predictor.categories)
     ip, cp = proba
@@ -50,13 +54,8 @@ def _macro_f1(proba: tuple[np.ndarray, np.ndarray], test, predictor) -> dict:
 
 
 def bench_intent(max_steps: int = 120, seed: int = 0) -> list[dict]:
+    # torch is heavy to import (seconds): only code that runs a model pays for it.
     import torch
-
-    from features.embeddings import embed_texts, model_path
-    from governance.schemas import INTENTS
-    from governance.simulate import preset, simulate
-    from serving.onnx_models import OnnxEncoder, OnnxIntent
-    from training.intent import IntentTrainArgs, split_queries, train
 
     torch.set_num_threads(1)  # serving runs one thread per call (onnx_models._session)
     tmp = Path(tempfile.mkdtemp(prefix="cw_bench_runtime_"))

@@ -31,6 +31,7 @@ stage against events).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -41,7 +42,12 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg2
+import pyarrow.parquet as pq
+
 from benchmarks.common import run_stage, scratch_database
+from features.labels import labels_sql
+from governance.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 STAGES = (
@@ -62,7 +68,6 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _sql(url: str, query: str):
-    import psycopg2
 
     conn = psycopg2.connect(url)
     try:
@@ -75,8 +80,6 @@ def _sql(url: str, query: str):
 
 def _labels_stage(rows: int) -> None:
     """Stage body (own process): FRAME_ROWS ranker labels spread over the period, a table."""
-    from features.training_set import labels_sql
-    from governance.settings import Settings
 
     url = Settings().database_url
     sql = labels_sql("ranker_v2", "1970-01-01", "2100-01-01")
@@ -145,7 +148,6 @@ def _span(url: str) -> list[str]:
 
 
 def _frame_params(folder: Path, name: str) -> dict:
-    import pyarrow.parquet as pq
 
     path = folder / name
     if not path.exists():
@@ -236,9 +238,11 @@ def save(records: list[dict], path: Path = RESULTS / "scale.json") -> dict:
 
 def plot(records: list[dict], path: Path = RESULTS / "scale.png") -> Path:
     """Seconds and peak RSS per stage against events (hollow marker: stopped, not finished)."""
+    # matplotlib is heavy to import: only the reports that draw a plot pay for it.
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
+    # matplotlib is heavy to import: only the reports that draw a plot pay for it.
     import matplotlib.pyplot as plt
 
     fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -279,7 +283,6 @@ def plot(records: list[dict], path: Path = RESULTS / "scale.png") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_scale",
@@ -287,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--events", type=int, default=None, help="overrides CARTWISE_BENCH_EVENTS")
-    p.add_argument("--labels-stage", type=int, metavar="ROWS", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--labels-stage",
+        type=int,
+        metavar="ROWS",
+        help="internal: run only the labels stage of ROWS rows (bench-scale runs each stage "
+        "in its own process)",
+    )
     p.add_argument("--plot-only", action="store_true", help="redraw scale.png from scale.json")
     args = p.parse_args(argv)
     # A kill (nohup'd runs get stopped) still drops the scratch database and folder.

@@ -33,10 +33,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import httpx
+
+from benchmarks.bench_runtime import bench_intent
 from benchmarks.common import record, scratch_database
+from features.feast_store import feast_environ, get_store
+from governance.privacy import pseudonymise
+from serving.catalog import CatalogCache, load_catalog
+from serving.engine import Engine
+from serving.features import OnlineFeatures
+from tests.serving_world import build, users_by_views
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,9 +87,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
     """POST each [url, body] (in order, shared) from `concurrency` threads; latencies in ms."""
-    import threading
-
-    import httpx
 
     lat: list[float] = []
     errors = 0
@@ -160,11 +167,6 @@ QUERIES = ["wireless headphones", "running shoes", "espresso beans", "buy iphone
 
 def _same_candidates(settings, users: list[str], candidates: int) -> dict[str, list[str]]:
     """The items the service ranks for each user: its own candidate code, in-process."""
-    from features.store import get_store
-    from governance.privacy import pseudonymise
-    from serving.catalog import CatalogCache
-    from serving.engine import Engine
-    from serving.features import OnlineFeatures
 
     store = get_store(settings)
     cache = CatalogCache(settings)
@@ -200,11 +202,6 @@ def bench_recommend(
     n_users: int = 100,
     workers: int = 2,
 ) -> list[dict]:
-    from features.store import feast_environ
-    from governance.privacy import pseudonymise
-    from serving.catalog import load_catalog
-    from serving.tiny import build
-
     tmp = Path(tempfile.mkdtemp(prefix="cw_bench_serving_"))
     redis_port = _free_port()
     subprocess.run(
@@ -235,13 +232,7 @@ def bench_recommend(
             )
             os.environ["BENTOML_HOME"] = str(tmp / "bentoml")
             os.environ.setdefault("TQDM_DISABLE", "1")
-            build(
-                settings,
-                out_dir=str(tmp / "runs"),
-                n_items=n_items,
-                n_users=n_users,
-                n_sessions=n_users * 10,
-            )
+            world = build(settings, tmp, events=n_users * 80, n_users=n_users, n_items=n_items)
             key = settings.pseudonym_key.get_secret_value()
             env = {
                 **os.environ,
@@ -266,7 +257,8 @@ def bench_recommend(
             _wait(f"http://127.0.0.1:{svc_port}/readyz", procs[0], tmp / "bento.log")
             _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "f.log")
 
-            users = [f"u{u:05d}" for u in range(n_users)]
+            users = users_by_views(settings, world["sim"], limit=n_users)
+            n_users = len(users)
             same = _same_candidates(settings, users, candidates)
             cat = load_catalog(settings)
             now = int(time.time())
@@ -380,7 +372,6 @@ def _mixed(url: str, users: list[str], n: int) -> list[list]:
 
 
 def run_all() -> list[dict]:
-    from benchmarks.bench_runtime import bench_intent
 
     return bench_recommend() + bench_intent()
 

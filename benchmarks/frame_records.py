@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from benchmarks.common import record, run_stage
-from features.training_set import labels_sql
+from features.labels import labels_sql
 from governance.db import transaction
 
 SERVICE = "ranker_v2"

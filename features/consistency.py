@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from features.training_set import build_training_set, labels_kind
+from features.feast_store import get_store
+from features.labels import labels_kind
+from features.training_set import build_training_set
 from governance.db import transaction
 
 BATCH_VIEWS = ("user_stats", "item_stats", "category_stats", "user_category_affinity")
@@ -187,12 +189,13 @@ def _main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--at", help="ISO timestamp (default: now)")
-    parser.add_argument("--sample", type=int, default=50, help="entity rows per service")
+    parser.add_argument(
+        "--sample", type=int, default=50, help="entity rows per service (default: %(default)s)"
+    )
     parser.add_argument(
         "--service", action="append", help="feature service to check (repeatable; default: all)"
     )
     args = parser.parse_args(argv)
-    from features.store import get_store
 
     store = get_store()
     at = datetime.fromisoformat(args.at) if args.at else None

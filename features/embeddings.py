@@ -24,6 +24,7 @@ import struct
 from functools import lru_cache
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from tqdm import tqdm
 
 from governance.db import transaction
@@ -127,8 +128,6 @@ def _mean_rows(pairs: np.ndarray, n_rows: int, items: np.ndarray):
     """Mean of the `items` rows listed for each of n_rows targets (pairs: target, item
     row), as PostgreSQL's avg(real)::real: float64 sums over counts, rounded to float32.
     Returns the targets with at least one row and their means."""
-    from scipy.sparse import csr_matrix
-
     pick = csr_matrix(
         (np.ones(len(pairs["n"])), (pairs["n"], pairs["k"])), shape=(n_rows, len(items))
     )

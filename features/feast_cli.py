@@ -20,13 +20,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from features.feast_store import REPO_PATH, feast_environ
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    from features.store import REPO_PATH, feast_environ
 
     env = feast_environ()
     if argv[0] == "env":

@@ -53,6 +53,7 @@ def columns(cur, table: str) -> list[tuple[str, int]]:
 def read_table(cur, table: str, columns: list[tuple[str, int]], where: str = "") -> pa.Table:
     """`columns` of `table` (ordered by __row when it has one) as Arrow, typed as Feast types
     them; timestamps travel as epoch microseconds, arrays as their text."""
+    # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast.type_map import pg_type_code_to_arrow
 
     select, types = [], {}

@@ -8,6 +8,7 @@ column), except vector columns, which come as `VectorBatch` matrices (features.s
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -26,8 +27,8 @@ class Plan:
 
 def plan(store, service, full_feature_names: bool, ts_range) -> Plan:
     """Feature views, TTLs, sources and on-demand views of a service, as Feast resolves them."""
-    import copy
 
+    # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast import utils
     from feast.infra.offline_stores import offline_utils
     from feast.types import Array
@@ -91,6 +92,7 @@ def _odfv_inputs(odfv, table: pa.Table, vectors: dict) -> dict:
 
 
 def apply_odfvs(plan: Plan, table: pa.Table, vectors: dict, full_names: bool) -> pa.Table:
+    # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast.type_map import feast_value_type_to_pa
 
     for odfv in plan.odfvs:

@@ -46,8 +46,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from features import frame_io, frame_plan
+from features.feast_store import get_store
 from features.frame_sql import chunk_sql, q
-from features.training_set import SORT_COLUMNS, labels_sql, lineage_sql
+from features.labels import SORT_COLUMNS, labels_sql, lineage_sql
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class FrameBuilder:
         self.rows, self.batch_ids, self.n_chunks = 0, [], 0
 
     def __enter__(self) -> FrameBuilder:
+        # Feast is heavy to import (seconds): only code that opens a store pays for it.
         from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as pgo
 
         config = self.store.config
@@ -113,6 +115,7 @@ class FrameBuilder:
         self.cur.execute("SET enable_nestloop = on")
         upload = None
         if isinstance(self.entity, pd.DataFrame):
+            # Feast is heavy to import (seconds): only code that opens a store pays for it.
             from feast.infra.offline_stores import offline_utils
 
             upload = offline_utils.get_temp_entity_table_name()
@@ -295,13 +298,25 @@ def read_frame(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return pq.read_table(path, columns=columns, memory_map=True).to_pandas()
 
 
+def stock_training_set(
+    store, feature_service: str, entity_df, full_feature_names: bool = False
+) -> pd.DataFrame:
+    """Feast's own get_historical_features, sorted as the set-based path sorts: the reference
+    the tests compare the bounded path against."""
+    service = store.get_feature_service(feature_service)
+    job = store.get_historical_features(
+        entity_df=entity_df, features=service, full_feature_names=full_feature_names
+    )
+    df = job.to_df()
+    sort = [c for c in SORT_COLUMNS if c in df.columns]
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
 def build_stock_frame(store, feature_service: str, path: str | Path, entity: str) -> FrameInfo:
     """The reference: Feast's stock get_historical_features, whole frame in memory, to Parquet
     (for benchmarks and comparisons; on-demand inputs such as raw embeddings included)."""
-    from features.training_set import build_training_set
-
     t0 = time.perf_counter()
-    df = build_training_set(store, feature_service, entity_df=entity, method="stock")
+    df = stock_training_set(store, feature_service, entity)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     service = store.get_feature_service(feature_service)
@@ -337,7 +352,8 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         choices=("set", "stock"),
         default="set",
-        help="set: bounded set-based path; stock: Feast's get_historical_features (reference)",
+        help="set: bounded set-based path; stock: Feast's get_historical_features, the "
+        "reference (default: %(default)s)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument(
@@ -356,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
         info = read_frame_info(args.path)
         print(json.dumps(None if info is None else asdict(info), indent=2, default=str))
         return 0 if info else 1
-    from features.store import get_store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     store = get_store()

@@ -9,17 +9,18 @@ feature service (the train/serve contract), read from the online store.
 from __future__ import annotations
 
 import argparse
+import time
+
+from features.consistency import sample_entities
+from features.feast_store import get_store
 
 
 def show(settings=None, rows: int = 3, service: str = "ranker_v1") -> str:
-    from features.consistency import sample_entities
-    from features.store import get_store
 
     store = get_store(settings)
     entities = sample_entities(settings, rows)
     if entities.empty:
         return "no feature rows yet: run `python -m features.pipeline` first"
-    import time
 
     # ranker_v1's on-demand views need the request time, as serving passes it.
     entity_rows = entities.assign(request_ts_s=int(time.time())).to_dict("records")

@@ -23,6 +23,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+from tqdm import tqdm
+
 from features.lake import SCHEMAS, lake_uri
 from features.pipeline import PipelineParams, sql_files
 from features.sql_transpile import feature_table_schemas, spark_steps
@@ -75,6 +78,7 @@ def spark_session(master: str = "local[*]", shuffle_partitions: int = 8, app: st
 
 def read_lake(spark, uri: str) -> dict[str, int]:
     """Register the lake's tables as views (latest batch per key) and `_new_batches`."""
+    # PySpark is the optional `spark` extra and starts a JVM: imported where Spark runs.
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -98,7 +102,6 @@ def read_lake(spark, uri: str) -> dict[str, int]:
 
 
 def _spark_type(t) -> str:
-    import pyarrow as pa
 
     if pa.types.is_timestamp(t):
         return "TIMESTAMP"
@@ -124,6 +127,7 @@ def _empty_tables(spark) -> dict:
 
 def _append(spark, tables: dict, name: str, rows, columns: list[str] | None):
     """INSERT semantics: name the SELECT's columns, cast to the table's types, default the rest."""
+    # PySpark is the optional `spark` extra and starts a JVM: imported where Spark runs.
     from pyspark.sql import functions as F
 
     target = tables[name]
@@ -162,8 +166,6 @@ def run(
     tables = _empty_tables(spark)
     files = sql_files()
     if progress:
-        from tqdm import tqdm
-
         files = tqdm(files, desc="feature SQL on Spark", unit="file")
     for path in files:
         t0 = time.perf_counter()
@@ -191,9 +193,17 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--master", help="Spark master URL (default: CARTWISE_SPARK_MASTER)")
     parser.add_argument("--out", help="where the feature tables go (default: <lake>/features)")
     parser.add_argument(
-        "--shuffle-partitions", type=int, default=8, help="spark.sql.shuffle.partitions"
+        "--shuffle-partitions",
+        type=int,
+        default=8,
+        help="spark.sql.shuffle.partitions (default: %(default)s)",
     )
-    parser.add_argument("--min-query-searches", type=int, default=3)
+    parser.add_argument(
+        "--min-query-searches",
+        type=int,
+        default=3,
+        help="searches a query needs to get query features (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()

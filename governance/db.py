@@ -51,6 +51,7 @@ def stop_embedded_server(data_dir: Path) -> bool:
     pgserver stops a server only when the last process holding it lets go, and programs here
     deliberately leave it running, so stopping is an explicit act.
     """
+    # pgserver (the embedded PostgreSQL) is needed only without DATABASE_URL.
     import pgserver  # heavy (bundled PostgreSQL binaries): only the embedded path needs it
     from pgserver.postgres_server import PostmasterInfo
 

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
+from redis.cluster import ClusterNode, RedisCluster
+
 
 @dataclass
 class RedisTarget:
@@ -111,7 +113,6 @@ def _decodes_to_non_string(value: str) -> bool:
 def redis_client(url: str, cluster: bool = False, timeout_s: float = 0.5):
     """A redis-py client (RedisCluster when `cluster`) with connect and socket timeouts."""
     import redis  # only programs that talk to Redis need it loaded
-    from redis.cluster import ClusterNode, RedisCluster
 
     t = parse_redis_url(url)
     kwargs = dict(

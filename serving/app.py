@@ -19,18 +19,26 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
-from features.store import get_store
+from features.feast_store import get_store
 from governance.db import connect
 from governance.privacy import pseudonymise
+from governance.settings import get_settings
+from serving.api_models import EventsResponse
 from serving.breaker import Breaker, describe
 from serving.catalog import CatalogCache
 from serving.engine import Engine, NotReady
 from serving.events import Unavailable, check_online_store, ingest_events
-from serving.features import OnlineFeatures, ranker_feature_service
+from serving.features import OnlineFeatures
 from serving.logs import configure
 from serving.loop import ServingLoop
 from serving.onnx_models import intent_model, query_encoder
-from serving.schemas import EventsResponse
+from training.bundles import (
+    INTENT_MODEL,
+    RANKER_MODEL,
+    resolve_tag,
+    stored_intent,
+    stored_ranker,
+)
 
 log = logging.getLogger("cartwise.serving")
 
@@ -167,8 +175,6 @@ def _live(breaker: Breaker, check) -> dict:
 
 def serving_settings():
     """The process settings with the service's own (short) statement and lock timeouts."""
-    from governance.settings import get_settings
-
     s = get_settings()
     return s.model_copy(
         update={
@@ -178,28 +184,20 @@ def serving_settings():
     )
 
 
-def load(bentoml) -> ServingApp:
+def load() -> ServingApp:
     """Models from the BentoML store, the Feast store, the catalogue: once per worker."""
-    # torch and transformers come with these: loaded in the worker, not on import.
-    from training.intent_model import IntentPredictor
-    from training.ranker_model import RankerBundle
-
     settings = serving_settings()
     configure(settings.log_format)
-    # The configured tag (':latest' by default): a reload picks up the newest model.
-    ranker_tag = os.environ.get("CARTWISE_RANKER_MODEL", "cartwise-ranker:latest")
-    ranker_model = bentoml.models.get(ranker_tag)
-    intent_stored = bentoml.models.get(
-        os.environ.get("CARTWISE_INTENT_MODEL", "cartwise-intent:latest")
-    )
+    # The configured tags (':latest' by default): a reload picks up the newest model.
+    ranker_tag = os.environ.get("CARTWISE_RANKER_MODEL", f"{RANKER_MODEL}:latest")
+    ranker = stored_ranker(ranker_tag)
+    intent_stored = stored_intent(os.environ.get("CARTWISE_INTENT_MODEL", f"{INTENT_MODEL}:latest"))
     cache = settings.data_dir / "onnx"
     runtime = settings.serving_runtime
-    intent = intent_model(
-        IntentPredictor.load(intent_stored.path), intent_stored.path, runtime, cache
-    )
+    intent = intent_model(intent_stored.predictor, intent_stored.path, runtime, cache)
     encode = query_encoder(runtime, cache)
-    models = {"ranker": str(ranker_model.tag), "intent": str(intent_stored.tag)}
-    service_name = ranker_feature_service(dict(ranker_model.info.metadata))
+    models = {"ranker": ranker.tag, "intent": intent_stored.tag}
+    service_name = ranker.feature_service
     store = get_store(settings)
     features = OnlineFeatures(
         store, service_name, cooldown_s=float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1"))
@@ -213,7 +211,7 @@ def load(bentoml) -> ServingApp:
     engine = Engine(
         catalog,
         features,
-        RankerBundle.load(ranker_model.path),
+        ranker.bundle,
         intent,
         encode=encode,
         pseudonymise=lambda u: pseudonymise(u, key),
@@ -228,13 +226,8 @@ def load(bentoml) -> ServingApp:
 
     def load_ranker(tag: str):
         """(bundle, resolved tag, feature service, folder) of a stored ranker."""
-        m = bentoml.models.get(tag)
-        return (
-            RankerBundle.load(m.path),
-            str(m.tag),
-            ranker_feature_service(dict(m.info.metadata)),
-            m.path,
-        )
+        m = stored_ranker(tag)
+        return m.bundle, m.tag, m.feature_service, m.path
 
     loop = ServingLoop(
         settings,
@@ -243,7 +236,7 @@ def load(bentoml) -> ServingApp:
         features_for,
         os.environ.get("CARTWISE_EXPERIMENT"),
         default_model=ranker_tag,
-        resolve_tag=lambda tag: str(bentoml.models.get(tag).tag),
+        resolve_tag=resolve_tag,
         watch_s=float(os.environ.get("CARTWISE_MODEL_WATCH_S", "5")),
         log_lists=os.environ.get("CARTWISE_LIST_LOG", "on").lower() != "off",
     )

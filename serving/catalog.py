@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from governance.db import engine
 from serving.breaker import describe
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ class Catalog:
 
 
 def load_catalog(settings, covisit_per_item: int = 20, max_session_items: int = 50) -> Catalog:
-    from governance.db import engine
 
     eng = engine(settings)
     try:

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from governance.settings import get_settings
+
 READY_TIMEOUT_S = 300
 
 
@@ -153,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.url and not args.start:
         parser.error("give --url of a running service, or --start")
-    from governance.settings import get_settings
 
     token = get_settings().events_token.get_secret_value()
     proc = None

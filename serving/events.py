@@ -23,8 +23,12 @@ import logging
 from dataclasses import dataclass
 
 import pandas as pd
+import psycopg2
+import sqlalchemy.exc
 
-from governance.ingest import storable
+from features.realtime import push_events
+from governance.db import transaction
+from governance.ingest import ingest_frame, storable
 from governance.redis_url import redis_client
 from governance.schemas import EVENT_COLUMNS as EVENT_FIELDS
 
@@ -72,8 +76,6 @@ def check_online_store(settings) -> None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    import psycopg2
-    import sqlalchemy.exc
 
     while exc is not None:
         if isinstance(
@@ -92,10 +94,8 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def ingest_events(events: list[dict], *, settings, store, push=None) -> EventsOutcome:
     """Validate + append (governance.ingest), push the accepted events online."""
-    from governance.ingest import ingest_frame
-
     if push is None:
-        from features.realtime import push_events as push
+        push = push_events
     check_online_store(settings)
     raw = to_raw_frame(events)
     try:
@@ -168,8 +168,6 @@ def _duplicates(events: list[dict], rows: list[dict]) -> list[dict]:
 
 def _replay(events: list[dict], result, settings) -> EventsOutcome:
     """An identical request was loaded before: answer what the first one was answered."""
-    from governance.db import transaction
-
     with transaction(settings) as cur:
         cur.execute(
             "SELECT row_number, reasons FROM quarantine WHERE batch_id = %s ORDER BY row_number",

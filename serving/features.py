@@ -1,9 +1,10 @@
 """Online features for serving: every value the ranker sees comes from Feast.
 
 The ranker's feature service name is read from the model's own metadata (written by
-`training.store.save_ranker`), so a model trained on `ranker_v2` is served `ranker_v2` features
-without a code change, and on-demand features (hour of day, price vs user average, cosine
-similarities) are computed by Feast's on-demand views, never here.
+`training.bundles.save_ranker`, read by `training.bundles.stored_ranker`), so a model trained
+on `ranker_v2` is served `ranker_v2` features without a code change, and on-demand features
+(hour of day, price vs user average, cosine similarities) are computed by Feast's on-demand
+views, never here.
 
 Every call goes through a breaker: after a failure (Redis or the registry's PostgreSQL down) the
 store is skipped for `cooldown_s`, then tried again, so a dead store costs one failed call per
@@ -40,16 +41,6 @@ ANONYMOUS_USER = "anonymous"
 
 class StoreUnavailable(RuntimeError):
     """The online store (or the registry behind it) could not answer."""
-
-
-def ranker_feature_service(model_metadata: dict) -> str:
-    name = model_metadata.get("feature_service")
-    if not name:
-        raise ValueError(
-            "ranker model has no 'feature_service' in its metadata; "
-            "save it with training.store.save_ranker"
-        )
-    return str(name)
 
 
 class OnlineFeatures:

@@ -15,14 +15,15 @@ import json
 import logging
 import time
 
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
+
 # The logger BentoML reports endpoint exceptions on (bentoml._internal.server.http_app).
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
 
 
 def _client_error(exc: BaseException) -> tuple[int, str] | None:
     """(status, a value-free summary) when `exc` is answered with a 4xx, else None."""
-    from bentoml.exceptions import BentoMLException
-    from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
         fields = sorted(

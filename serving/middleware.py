@@ -16,8 +16,9 @@ from __future__ import annotations
 import hmac
 import json
 
+from governance.settings import get_settings
+from serving.api_models import MAX_EVENTS
 from serving.openapi import API_KEY_HEADER
-from serving.schemas import MAX_EVENTS
 
 # Whole-body cap, checked before parsing: 1000 events of ordinary size fit well within it.
 MAX_BODY_BYTES = 1_048_576
@@ -35,8 +36,6 @@ class Guard:
 
     def _tokens(self) -> tuple[bytes, bytes]:
         if self._secrets is None:
-            from governance.settings import get_settings
-
             s = get_settings()
             self._secrets = (
                 s.events_token.get_secret_value().encode(),

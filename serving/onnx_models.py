@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.embeddings import embed_texts, model_path
+
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx-int8", "onnx", "torch")
@@ -77,6 +79,7 @@ def _export(module, dummy: dict, outputs: list[str], path: Path, quantise: bool)
         )
         final = fp32
         if quantise:
+            # ONNX Runtime's quantiser is heavy: imported only when a model is exported.
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             final = Path(tmp) / "int8.onnx"
@@ -106,6 +109,7 @@ class _Pooled:
 
     @staticmethod
     def module(encoder):
+        # torch is heavy to import (seconds): only code that runs a model pays for it.
         import torch
 
         class Pooled(torch.nn.Module):
@@ -134,6 +138,7 @@ class OnnxEncoder:
 
     @classmethod
     def build(cls, model_dir: str | Path, cache_dir: Path, quantise: bool) -> OnnxEncoder:
+        # transformers is heavy to import (seconds): only code that loads a model pays.
         from transformers import AutoTokenizer
 
         model_dir = Path(model_dir)
@@ -141,6 +146,7 @@ class OnnxEncoder:
         path = cache_dir / f"minilm-{_digest(model_dir)}-{tag}.onnx"
         with _exclusive(path):
             if not path.exists():
+                # transformers is heavy to import (seconds): only code that loads a model pays.
                 from transformers import AutoModel
 
                 encoder = AutoModel.from_pretrained(str(model_dir)).eval()
@@ -158,6 +164,7 @@ class OnnxEncoder:
 
 
 def _dummy_inputs(tokenizer) -> dict:
+    # torch is heavy to import (seconds): only code that runs a model pays for it.
     import torch
 
     enc = tokenizer(["a query", "another longer query"], padding=True, return_tensors="pt")
@@ -223,6 +230,7 @@ class OnnxIntent:
 
 
 def _heads_module(net):
+    # torch is heavy to import (seconds): only code that runs a model pays for it.
     import torch
 
     class Heads(torch.nn.Module):
@@ -243,7 +251,6 @@ def query_encoder(runtime: str, cache_dir: Path) -> Callable[[list[str]], np.nda
     Always fp32 under ONNX: a query vector is compared with the stored fp32 title vectors, and
     int8 moved it away from PyTorch's (cosine down to 0.93, `make bench`), where fp32 agrees
     to 1.0; the intent net's int8 keeps its macro-F1, so it gets int8."""
-    from features.embeddings import embed_texts, model_path
 
     if runtime == "torch":
         return lambda texts: np.asarray(embed_texts(list(texts)), np.float32)

@@ -12,7 +12,7 @@ import copy
 
 from pydantic import BaseModel
 
-from serving.schemas import (
+from serving.api_models import (
     ErrorResponse,
     EventsRequest,
     EventsResponse,

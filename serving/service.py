@@ -16,8 +16,7 @@ from __future__ import annotations
 import bentoml
 from starlette.responses import JSONResponse
 
-from serving.middleware import Guard
-from serving.schemas import (
+from serving.api_models import (
     Context,
     EventIn,
     EventsRequest,
@@ -32,6 +31,8 @@ from serving.schemas import (
     SearchResponse,
     StatusResponse,
 )
+from serving.middleware import Guard
+from serving.openapi import build
 
 FALLBACKS = bentoml.metrics.Counter(
     name="cartwise_fallback_responses",
@@ -53,9 +54,11 @@ def _json(status: int, body: dict, retry_after: int | None = None) -> JSONRespon
 )
 class Cartwise:
     def __init__(self) -> None:
+        # Heavy (torch, transformers, Feast): each worker loads it, not the process that
+        # imports this module to build a Bento or to route.
         from serving.app import load
 
-        self.app = load(bentoml)
+        self.app = load()
 
     def __is_ready__(self) -> bool:
         return self.app.catalog.current is not None
@@ -123,6 +126,4 @@ Cartwise.add_asgi_middleware(Guard, spec_factory=lambda: _spec())
 
 
 def _spec() -> dict:
-    from serving.openapi import build
-
     return build(Cartwise.openapi_spec.asdict())

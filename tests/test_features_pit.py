@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from conftest import _drop, _url_for, make_database
 
-from features import pipeline
-from features import store as feast_store
+from features import feast_store, pipeline
 from features.training_set import build_training_set
 from governance.db import transaction
 from governance.settings import Settings

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from conftest import _drop, _url_for, make_database
 
-from features import pipeline
-from features import store as feast_store
+from features import feast_store, pipeline
 from features.consistency import check, check_all, sample_entities
 from features.embeddings import update_item_embeddings
 from features.realtime import push_events

@@ -21,6 +21,7 @@ import pytest
 from conftest import REDIS_URL, TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
 
 from governance.settings import Settings
+from tests.serving_world import build
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +52,6 @@ def redis_db():
 
 @pytest.fixture(scope="module")
 def world(template_database, redis_db, tmp_path_factory):
-    from loop_world import build
-
     root = tmp_path_factory.mktemp("loop")
     db = make_database(template_database)
     settings = Settings(
@@ -315,8 +314,8 @@ def test_retrain_gates_on_recent_lists_and_reloads(server, world):
 
 
 def test_hot_swap_serves_every_request_during_reload(server, world):
+    from training.bundles import save_ranker
     from training.retrain import _WithProfile
-    from training.store import save_ranker
 
     old = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
     users = [sim_user(world, n) for n in range(10)]

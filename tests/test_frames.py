@@ -15,11 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import _drop, _url_for, make_database
 
-from features import pipeline
-from features import store as feast_store
+from features import feast_store, pipeline
 from features.frames import build_frame, frame_table, read_frame, read_frame_info
+from features.labels import labels_sql
 from features.similarity import VectorBatch, cosine
-from features.training_set import labels_sql
 from governance.db import transaction
 from governance.settings import Settings
 from tests import feature_events as synthetic

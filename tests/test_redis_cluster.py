@@ -85,7 +85,7 @@ def test_cluster_refuses_the_default_user(redis_cluster):
 def test_materialize_into_redis_cluster_is_consistent(template_database, redis_cluster, tmp_path):
     from conftest import _drop, _url_for, make_database
 
-    from features import store as feast_store
+    from features import feast_store
     from features.consistency import check, sample_entities
 
     name = make_database(template_database)

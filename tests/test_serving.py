@@ -1,8 +1,9 @@
 """The serving API against a real `bentoml serve` process over HTTP.
 
-One module-wide world (serving.tiny: synthetic data, feature pipeline, Feast apply/materialize,
-tiny ranker and intent models in a temporary BentoML home) and one server on a free port. The
-server's online store is a private redis-server this module starts on its own port, so the
+One module-wide world (tests/serving_world.py: a small simulated shop through the governed
+ingest, feature pipeline, Feast apply/materialise, tiny ranker and intent models in a temporary
+BentoML home; `facts` names its users, items, category and queries) and one server on a free
+port. The server's online store is a private redis-server this module starts on its own port, so the
 degradation test can stop and restart it without touching the machine's shared Redis.
 The Redis test runs last: it stops that server.
 """
@@ -30,6 +31,7 @@ import redis as redis_lib
 from conftest import TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
 
 from governance.settings import Settings
+from tests.serving_world import WorldFacts, build
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +116,6 @@ def private_redis(tmp_path_factory):
 @pytest.fixture(scope="module")
 def world(template_database, private_redis, tmp_path_factory):
     """Data, features and models for the server; ~40 s on 2 cores."""
-    from serving.tiny import build
-
     root = tmp_path_factory.mktemp("serving")
     db = make_database(template_database)
     settings = Settings(
@@ -129,7 +129,7 @@ def world(template_database, private_redis, tmp_path_factory):
     os.environ["BENTOML_HOME"] = str(root / "bentoml")
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        built = build(settings, out_dir=str(root / "runs"))
+        built = build(settings, root)
     finally:
         if old_home is None:
             os.environ.pop("BENTOML_HOME", None)
@@ -137,6 +137,11 @@ def world(template_database, private_redis, tmp_path_factory):
             os.environ["BENTOML_HOME"] = old_home
     yield {"settings": settings, "root": root, **built}
     _drop(db)
+
+
+@pytest.fixture(scope="module")
+def facts(world) -> WorldFacts:
+    return world["facts"]
 
 
 @pytest.fixture(scope="module")
@@ -239,44 +244,44 @@ def check_items(body: dict, k: int) -> list[dict]:
 # ----------------------------------------------------------------------------- endpoints
 
 
-def test_health_openapi_and_metrics(server):
+def test_health_openapi_and_metrics(server, world):
     assert server.get("/livez").status_code == 200
     assert server.get("/readyz").status_code == 200
     spec = server.get("/docs.json").json()
     assert {"/intent", "/search", "/recommend", "/events"} <= set(spec["paths"])
     status = server.post("/status", json={}).json()
     assert status["feature_service"] == "ranker_v1"  # read from the ranker's metadata
-    assert status["online_store"]["healthy"] and status["catalog"]["embedded_items"] == 60
+    items = count(world["settings"], "SELECT count(*) FROM items")
+    assert status["online_store"]["healthy"] and status["catalog"]["embedded_items"] == items
     server.post("/intent", json={"query": "coffee"})
     metrics = server.get("/metrics").text
     assert "bentoml_service_request_total" in metrics and 'endpoint="/intent"' in metrics
 
 
-def test_intent(server):
-    r = server.post("/intent", json={"query": "buy iphone"})
+def test_intent(server, facts):
+    r = server.post("/intent", json={"query": facts.query})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["intent"] == "buy_product" and body["category"] == "Smartphones"
+    assert body["intent"] == facts.query_intent and body["category"] == facts.query_category
     assert sum(body["probabilities"]["intent"].values()) == pytest.approx(1, abs=1e-6)
     assert body["intent_p"] == max(body["probabilities"]["intent"].values())
 
 
-def test_search_retrieves_by_text_and_ranks(server):
-    r = server.post("/search", json={"query": "wireless headphones", "user_id": "u00003", "k": 5})
+def test_search_retrieves_by_text_and_ranks(server, facts):
+    query = facts.search_query
+    r = server.post("/search", json={"query": query, "user_id": facts.other_user, "k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["intent"]["category"] == "Headphones" and not body["fallback"]
+    assert body["intent"]["category"] == facts.category and not body["fallback"]
     items = check_items(body, 5)
-    assert sum(i["category"] == "Headphones" for i in items) >= 4
-    assert all(
-        i["p_click"] is not None and "matches 'wireless headphones'" in i["reason"] for i in items
-    )
-    anon = server.post("/search", json={"query": "espresso beans", "k": 3})
+    assert sum(i["category"] == facts.category for i in items) >= 3
+    assert all(i["p_click"] is not None and f"matches '{query}'" in i["reason"] for i in items)
+    anon = server.post("/search", json={"query": facts.query, "k": 3})
     assert anon.status_code == 200 and check_items(anon.json(), 3)
 
 
-def test_recommend_for_a_known_user(server):
-    r = server.post("/recommend", json={"user_id": "u00001", "k": 8})
+def test_recommend_for_a_known_user(server, facts):
+    r = server.post("/recommend", json={"user_id": facts.user, "k": 8})
     assert r.status_code == 200, r.text
     body = r.json()
     assert not body["cold_start"] and not body["fallback"]
@@ -286,17 +291,21 @@ def test_recommend_for_a_known_user(server):
     assert all(0 <= i["p_click"] <= 1 for i in items)
 
 
-def test_cold_start_gets_popular_items_for_its_context(server):
+def test_cold_start_gets_popular_items_for_its_context(server, facts):
     r = server.post(
         "/recommend",
-        json={"user_id": f"new-{uuid.uuid4().hex[:6]}", "k": 5, "context": {"category": "Coffee"}},
+        json={
+            "user_id": f"new-{uuid.uuid4().hex[:6]}",
+            "k": 5,
+            "context": {"category": facts.category},
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["cold_start"] and not body["fallback"]
     items = check_items(body, 5)
-    assert sum(i["category"] == "Coffee" for i in items) >= 3
-    assert any(i["reason"] == "popular in Coffee" for i in items)
+    assert sum(i["category"] == facts.category for i in items) >= 3
+    assert any(i["reason"] == f"popular in {facts.category}" for i in items)
 
 
 BAD_REQUESTS = [
@@ -328,27 +337,30 @@ def test_bad_inputs_are_4xx_with_reasons(server, path, body):
     assert r.json()["detail"]  # pydantic says which field and why
 
 
-def test_malformed_oversized_and_unauthorised_requests(server):
+def test_malformed_oversized_and_unauthorised_requests(server, facts):
     r = server.post("/search", content=b"{not json", headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500
     r = server.post("/search", json={"query": "x" * 2_000_000})
     assert r.status_code == 413 and "limited" in r.json()["detail"]
-    ev = {"events": [view("u00001", "i00001")]}
+    ev = {"events": [view(facts.user, facts.items[1])]}
     assert server.post("/events", json=ev).status_code == 401
     r = server.post("/events", json=ev, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and "Bearer" in r.json()["detail"]
     assert server.post("/events", json={"events": []}, headers=AUTH).status_code == 400
-    many = {"events": [view("u00001", "i00001") for _ in range(1001)]}
+    many = {"events": [view(facts.user, facts.items[1]) for _ in range(1001)]}
     assert server.post("/events", json=many, headers=AUTH).status_code == 400
-    nested = {"events": [{**view("u00001", "i00001"), "item_id": {"x": 1}}]}
+    nested = {"events": [{**view(facts.user, facts.items[1]), "item_id": {"x": 1}}]}
     assert server.post("/events", json=nested, headers=AUTH).status_code == 400
 
 
-def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world):
+def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world, facts):
     s = world["settings"]
-    good = [view("mixed-user", "i00004"), view("mixed-user", "i00010", event_type="click")]
+    good = [
+        view("mixed-user", facts.items[4]),
+        view("mixed-user", facts.items[10], event_type="click"),
+    ]
     bad = [
-        {**view("mixed-user", "i00005"), "event_type": "teleport"},
+        {**view("mixed-user", facts.items[5]), "event_type": "teleport"},
         {**view("mixed-user", "nope"), "event_ts": "yesterday-ish"},
     ]
     r = server.post("/events", json={"events": [good[0], bad[0], good[1], bad[1]]}, headers=AUTH)
@@ -379,11 +391,11 @@ def test_mixed_events_keep_the_valid_ones_and_quarantine_the_rest(server, world)
     assert count(s, "SELECT count(*) FROM quarantine WHERE batch_id = %s", body["batch_id"]) == 2
 
 
-def test_an_event_changes_the_next_recommendation(server):
+def test_an_event_changes_the_next_recommendation(server, facts):
     user = f"fresh-{uuid.uuid4().hex[:6]}"
     before = server.post("/recommend", json={"user_id": user, "k": 10}).json()
     assert before["cold_start"]
-    r = server.post("/events", json={"events": [view(user, "i00007")]}, headers=AUTH)
+    r = server.post("/events", json={"events": [view(user, facts.items[7])]}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json() | {"batch_id": None} == {
         "status": "accepted",
@@ -398,7 +410,7 @@ def test_an_event_changes_the_next_recommendation(server):
     after = server.post("/recommend", json={"user_id": user, "k": 10}).json()
     assert not after["cold_start"] and not after["fallback"]
     ids = [i["item_id"] for i in after["items"]]
-    assert "i00007" not in ids  # just seen
+    assert facts.items[7] not in ids  # just seen
     assert ids != [i["item_id"] for i in before["items"]]
     sources = {s for i in after["items"] for s in i["sources"]}
     assert sources & {"co_visitation", "similar_title", "category_affinity"}
@@ -427,12 +439,12 @@ def test_a_new_item_is_reachable_through_its_title(server, world):
 # ------------------------------------------------------------------ production defects (issue 10)
 
 
-def test_reads_need_the_api_key(server):
+def test_reads_need_the_api_key(server, facts):
     """Before: /recommend and /search answered anyone, reasons naming what a user viewed."""
     bodies = {
         "/intent": {"query": "coffee"},
-        "/search": {"query": "coffee", "user_id": "u00001"},
-        "/recommend": {"user_id": "u00001"},
+        "/search": {"query": "coffee", "user_id": facts.user},
+        "/recommend": {"user_id": facts.user},
         "/status": {},
     }
     with httpx.Client(base_url=str(server.base_url), timeout=30) as anonymous:
@@ -504,10 +516,10 @@ def test_status_is_live_and_names_no_paths(server, world):
     assert str(world["root"]) not in text and "/tmp" not in text and "127.0.0.1" not in text
 
 
-def test_unstorable_event_values_are_422_and_siblings_stored(server, world):
+def test_unstorable_event_values_are_422_and_siblings_stored(server, world, facts):
     """Before: /events answered 500 and stored nothing, valid events included, on each retry."""
     s = world["settings"]
-    good = [view("values-user", "i00004"), view("values-user", "i00011")]
+    good = [view("values-user", facts.items[4]), view("values-user", facts.items[11])]
     bad = [
         ({"event_id": f"nul\x00{uuid.uuid4().hex[:6]}"}, "event_id: contains_nul"),
         ({"event_type": "purchase", "quantity": 1, "price": 1e10}, "price: in_range"),
@@ -516,7 +528,9 @@ def test_unstorable_event_values_are_422_and_siblings_stored(server, world):
         ({"event_type": "purchase", "quantity": 2**31, "price": 3}, "quantity: less_than"),
         ({"list_id": "l1", "position": 2**31, "event_type": "impression"}, "position: less_than"),
     ]
-    events = [good[0]] + [view("values-user", "i00005", **change) for change, _ in bad] + [good[1]]
+    events = (
+        [good[0]] + [view("values-user", facts.items[5], **change) for change, _ in bad] + [good[1]]
+    )
     payload = json.dumps({"events": events}).encode()
     headers = {**AUTH, "content-type": "application/json"}
     r = server.post("/events", content=payload, headers=headers)
@@ -535,13 +549,13 @@ def test_unstorable_event_values_are_422_and_siblings_stored(server, world):
     assert again.status_code == 422 and again.json()["rejected"] == body["rejected"]
     # A lone surrogate escape is not Unicode: the JSON parser refuses the whole body (400,
     # nothing stored); the same value from a file is quarantined (tests/test_ingest_values.py).
-    broken = json.dumps({"events": [view("values-user", "i00004", session_id="s\ud800")]})
+    broken = json.dumps({"events": [view("values-user", facts.items[4], session_id="s\ud800")]})
     r = server.post("/events", content=broken.encode(), headers=headers)
     assert r.status_code == 400 and "Invalid JSON" in r.text
 
 
-def test_near_duplicates_are_reported_per_event(server):
-    first = view("dup-user", "i00006")
+def test_near_duplicates_are_reported_per_event(server, facts):
+    first = view("dup-user", facts.items[6])
     near = {**first, "event_id": f"api-{uuid.uuid4().hex[:12]}", "event_ts": now_iso(0.5)}
     r = server.post("/events", json={"events": [first, near, first]}, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -550,7 +564,7 @@ def test_near_duplicates_are_reported_per_event(server):
     reasons = {(d["index"], d["reason"]) for d in body["duplicate_events"]}
     assert reasons == {(1, "near_duplicate"), (2, "exact_duplicate")}
     later = server.post(
-        "/events", json={"events": [first, view("dup-user", "i00012")]}, headers=AUTH
+        "/events", json={"events": [first, view("dup-user", facts.items[12])]}, headers=AUTH
     )
     assert later.json()["duplicate_events"] == [
         {"index": 0, "event_id": first["event_id"], "reason": "already_stored"}
@@ -601,7 +615,7 @@ def test_every_connection_has_timeouts(world):
     assert "retry=null" in online  # no retries with backoff inside one request
 
 
-def test_a_held_lock_delays_only_events(server, world):
+def test_a_held_lock_delays_only_events(server, world, facts):
     """Before: with the events lock held 20 s, /intent took 18.7 s (one thread served all)."""
     s = world["settings"]
     holder = psycopg2.connect(s.database_url)
@@ -620,7 +634,7 @@ def test_a_held_lock_delays_only_events(server, world):
         threads = [
             threading.Thread(
                 target=call,
-                args=("events", "/events", {"events": [view("lock-user", "i00002")]}, AUTH),
+                args=("events", "/events", {"events": [view("lock-user", facts.items[2])]}, AUTH),
             )
             for _ in range(6)
         ]
@@ -629,7 +643,7 @@ def test_a_held_lock_delays_only_events(server, world):
         time.sleep(0.3)
         for _ in range(5):
             call("intent", "/intent", {"query": "buy coffee"}, READ)
-            call("recommend", "/recommend", {"user_id": "u00002", "k": 5}, READ)
+            call("recommend", "/recommend", {"user_id": facts.other_user, "k": 5}, READ)
         for t in threads:
             t.join()
     finally:
@@ -643,14 +657,16 @@ def test_a_held_lock_delays_only_events(server, world):
     # The lock is gone: events are stored again.
     deadline = time.time() + 10
     while True:
-        r = server.post("/events", json={"events": [view("lock-user", "i00002")]}, headers=AUTH)
+        r = server.post(
+            "/events", json={"events": [view("lock-user", facts.items[2])]}, headers=AUTH
+        )
         if r.status_code == 200 or time.time() > deadline:
             break
         time.sleep(0.3)
     assert r.status_code == 200, r.text
 
 
-def test_a_paused_redis_delays_only_what_needs_it(server, private_redis):
+def test_a_paused_redis_delays_only_what_needs_it(server, private_redis, facts):
     """A Redis that accepts connections but does not answer: socket timeouts, then fallbacks."""
     pause = threading.Thread(
         target=lambda: subprocess.run(
@@ -661,7 +677,7 @@ def test_a_paused_redis_delays_only_what_needs_it(server, private_redis):
     time.sleep(0.3)
     try:
         t = time.perf_counter()
-        r = server.post("/recommend", json={"user_id": "u00003", "k": 5})
+        r = server.post("/recommend", json={"user_id": facts.other_user, "k": 5})
         recommend_s = time.perf_counter() - t
         assert r.status_code == 200 and r.json()["fallback"], r.text
         assert recommend_s < 3.0  # socket timeout 0.5 s, not the 4 s pause
@@ -672,7 +688,7 @@ def test_a_paused_redis_delays_only_what_needs_it(server, private_redis):
         pause.join()
     deadline = time.time() + 15
     while True:
-        body = server.post("/recommend", json={"user_id": "u00003", "k": 5}).json()
+        body = server.post("/recommend", json={"user_id": facts.other_user, "k": 5}).json()
         if not body["fallback"] or time.time() > deadline:
             break
         time.sleep(0.3)
@@ -717,22 +733,23 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, worl
 # ------------------------------------------------------------------ degradation (runs last)
 
 
-def test_redis_down_fallbacks_then_recovery(server, world, private_redis):
+def test_redis_down_fallbacks_then_recovery(server, world, private_redis, facts):
     s = world["settings"]
     private_redis.stop()
     try:
         r = server.post(
-            "/recommend", json={"user_id": "u00001", "k": 5, "context": {"category": "Jackets"}}
+            "/recommend",
+            json={"user_id": facts.user, "k": 5, "context": {"category": facts.category}},
         )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["fallback"] and "online store unavailable" in body["fallback_reason"]
         items = check_items(body, 5)
-        assert items[0]["category"] == "Jackets" and items[0]["p_click"] is None
-        r = server.post("/search", json={"query": "running shoes", "user_id": "u00001", "k": 3})
+        assert items[0]["category"] == facts.category and items[0]["p_click"] is None
+        r = server.post("/search", json={"query": "running shoes", "user_id": facts.user, "k": 3})
         assert r.status_code == 200 and r.json()["fallback"]
         assert check_items(r.json(), 3)
-        ev = view("down-user", "i00003")
+        ev = view("down-user", facts.items[3])
         r = server.post("/events", json={"events": [ev]}, headers=AUTH)
         assert r.status_code == 503 and r.headers.get("retry-after")
         assert count(s, "SELECT count(*) FROM events WHERE event_id = %s", ev["event_id"]) == 0
@@ -742,12 +759,12 @@ def test_redis_down_fallbacks_then_recovery(server, world, private_redis):
         private_redis.start()
     deadline = time.time() + 15
     while True:  # recovers by itself: no restart, no call to the service
-        body = server.post("/recommend", json={"user_id": "u00001", "k": 5}).json()
+        body = server.post("/recommend", json={"user_id": facts.user, "k": 5}).json()
         if not body["fallback"] or time.time() > deadline:
             break
         time.sleep(0.5)
     assert not body["fallback"] and not body["cold_start"]
-    r = server.post("/events", json={"events": [view("down-user", "i00003")]}, headers=AUTH)
+    r = server.post("/events", json={"events": [view("down-user", facts.items[3])]}, headers=AUTH)
     assert r.status_code == 200 and r.json()["pushed_online"]
 
 
@@ -765,7 +782,10 @@ def test_events_are_refused_not_dropped_when_postgres_is_unreachable():
     pushed = []
     with pytest.raises(Unavailable, match="database unreachable"):
         ingest_events(
-            [view("u1", "i00001")], settings=down, store=None, push=lambda *a: pushed.append(a)
+            [view("u1", "P0000001")],
+            settings=down,
+            store=None,
+            push=lambda *a: pushed.append(a),
         )
     assert not pushed
 

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import pipeline
-from features import store as feast_store
+from features import feast_store, pipeline
 from governance.db import transaction
 from governance.ingest import ingest_online_retail, ingest_simulation
 from governance.simulate import preset, simulate
@@ -26,7 +25,7 @@ def _sql(settings, query, params=()):
 
 
 def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
-    from training.store import info, load_ranker
+    from training.bundles import info, load_ranker
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     sim = tmp_path / "sim"

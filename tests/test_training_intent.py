@@ -61,7 +61,7 @@ def test_split_is_query_disjoint():
 @pytest.mark.parametrize("kind", ["finetune", "ensemble", "tfidf_lr"])
 def test_store_round_trip_predicts_identically(trained, kind, tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
-    from training.store import info, load_intent, save_intent
+    from training.bundles import info, load_intent, save_intent
 
     pred = trained["candidates"][kind]
     queries = ["buy acme phone", "best sofas", "where is my laptop order", "zzz"]

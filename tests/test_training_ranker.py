@@ -13,6 +13,7 @@ from training.ranker import RankerTrainArgs, time_split, train
 from training.ranker_model import FeatureSpec, hash_ids
 
 TINY = dict(
+    feature_service="ranker_v1",  # the test frame has ranker_v1's columns
     buckets=512,
     emb_dim=8,
     cross_layers=2,
@@ -66,7 +67,7 @@ def test_tiny_training_report_and_determinism(frame, tmp_path):
 
 def test_store_round_trip_predicts_identically(frame, tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
-    from training.store import info, load_ranker, save_ranker
+    from training.bundles import info, load_ranker, save_ranker
 
     res = train(RankerTrainArgs(out_dir=str(tmp_path), **{**TINY, "epochs": 1}), frame=frame)
     before = res["bundle"].predict(frame)

@@ -14,7 +14,7 @@ service and lineage. `--truth` (the simulator's impressions.parquet) only adds t
 to the ranker's report; nothing is trained on it.
 
 Jobs:
-    intent   labelled_queries (+ weak labels from events with --weak-labels): TF-IDF LR,
+    intent   labelled_queries (+ weak labels with --intent-weak-labels): TF-IDF LR,
              frozen-MiniLM LR, MiniLM fine-tune and the fine-tune/TF-IDF ensemble; the
              validation winner ships
     ranker   DCN-v2 on ranker_v2 (--ranker-feature-service) over the clean impressions,
@@ -32,81 +32,61 @@ from __future__ import annotations
 import argparse
 import time
 
+from governance.settings import get_settings
+from training import intent, ranker, retail
+from training.cli import add_arguments, from_namespace
+from training.common import run_dir, write_json
+
 JOBS = ("intent", "ranker", "retail")
+# Settings every job shares: one flag each, passed to every job's own argument dataclass.
+SHARED = ("out_dir", "seed", "tensorboard", "save_model")
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The jobs' own argument dataclasses under a prefix (--intent-epochs, --ranker-epochs):
+    every default is the job's own, written once in its dataclass."""
     p = argparse.ArgumentParser(
         prog="python -m training.all",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--only", default=",".join(JOBS), help="comma list of jobs to run")
-    p.add_argument("--out-dir", default="runs")
+    p.add_argument(
+        "--only", default=",".join(JOBS), help=f"comma list of jobs to run (default: all of {JOBS})"
+    )
+    p.add_argument("--out-dir", default="runs", help="folder for every job's run (default: runs)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every job (default: 0)")
+    p.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TensorBoard logs in each job's run folder (default: on)",
+    )
     p.add_argument(
         "--save-model",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="put the intent model and the ranker in the BentoML model store",
+        help="put the intent model and the ranker in the BentoML model store (default: on)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("intent")
-    # Off by default: on simulator data the behaviour rules' intents contradict the labelled
-    # ones and outnumber them ~7:1, which took every model's intent macro-F1 to near chance.
-    g.add_argument(
-        "--weak-labels",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="add weak labels from search sessions to the training split",
+    p.add_argument(
+        "--truth",
+        default=None,
+        help="simulator truth impressions.parquet: adds the oracle AUCs to the ranker's report",
     )
-    g.add_argument("--intent-epochs", type=int, default=3)
-    g.add_argument("--intent-max-steps", type=int, default=0, help="0 = no cap")
-    g.add_argument("--intent-lr-grid", default="5e-5")
-    g.add_argument("--intent-batch-size", type=int, default=32)
-    g.add_argument("--intent-candidates", default="tfidf_lr,embed_lr,finetune,ensemble")
-    g = p.add_argument_group("ranker")
-    g.add_argument(
-        "--ranker-feature-service",
-        default="ranker_v2",
-        help="the Feast feature service: the model's train/serve contract",
-    )
-    g.add_argument(
-        "--ranker-list-sample",
-        type=float,
-        default=1.0,
-        help="share of request lists in the training set",
-    )
-    g.add_argument("--ranker-start", default=None)
-    g.add_argument("--ranker-end", default=None)
-    g.add_argument("--ranker-epochs", type=int, default=8)
-    g.add_argument("--ranker-batch-size", type=int, default=512)
-    g.add_argument("--ranker-lr", type=float, default=1e-3)
-    g.add_argument("--ranker-emb-dim", type=int, default=16)
-    g.add_argument("--ranker-deep", default="256,128")
-    g.add_argument("--truth", default=None, help="simulator impressions.parquet: oracle AUC")
-    g = p.add_argument_group("retail")
-    g.add_argument("--retail-cutoff", default=None, help="YYYY-MM-DD; default: 80%% of the data")
-    g.add_argument("--retail-source", default="online_retail")
+    add_arguments(p.add_argument_group("intent"), intent.IntentTrainArgs, "intent_", SHARED)
+    skip = (*SHARED, "frame", "feast", "truth")
+    add_arguments(p.add_argument_group("ranker"), ranker.RankerTrainArgs, "ranker_", skip)
+    skip = (*SHARED, "purchases", "from_db")
+    add_arguments(p.add_argument_group("retail"), retail.RetailArgs, "retail_", skip)
     return p
 
 
-def run_intent(ns) -> dict:
-    from governance.settings import get_settings
-    from training.intent import IntentTrainArgs, train
+def _shared(ns: argparse.Namespace, *names: str) -> dict:
+    return {k: getattr(ns, k) for k in names}
 
-    args = IntentTrainArgs(
-        out_dir=ns.out_dir,
-        weak_labels=ns.weak_labels,
-        epochs=ns.intent_epochs,
-        max_steps=ns.intent_max_steps,
-        batch_size=ns.intent_batch_size,
-        lr_grid=tuple(float(x) for x in ns.intent_lr_grid.split(",") if x),
-        candidates=tuple(x for x in ns.intent_candidates.split(",") if x),
-        seed=ns.seed,
-        tensorboard=False,
-        save_model=ns.save_model,
-    )
-    res = train(args, settings=get_settings())
+
+def run_intent(ns) -> dict:
+    args = from_namespace(intent.IntentTrainArgs, ns, "intent_", **_shared(ns, *SHARED))
+    res = intent.train(args, settings=get_settings())
     out = {"shipped": res["winner"], "tag": res.get("tag"), "report": str(res["report"])}
     for k in res["validation"]:
         out[k] = {
@@ -119,26 +99,10 @@ def run_intent(ns) -> dict:
 
 
 def run_ranker(ns) -> dict:
-    from training.ranker import RankerTrainArgs, train
-
-    args = RankerTrainArgs(
-        feast="",
-        feature_service=ns.ranker_feature_service,
-        start=ns.ranker_start,
-        end=ns.ranker_end,
-        list_sample=ns.ranker_list_sample,
-        truth=ns.truth,
-        out_dir=ns.out_dir,
-        epochs=ns.ranker_epochs,
-        batch_size=ns.ranker_batch_size,
-        lr=ns.ranker_lr,
-        emb_dim=ns.ranker_emb_dim,
-        deep=ns.ranker_deep,
-        seed=ns.seed,
-        tensorboard=False,
-        save_model=ns.save_model,
+    args = from_namespace(
+        ranker.RankerTrainArgs, ns, "ranker_", feast="", truth=ns.truth, **_shared(ns, *SHARED)
     )
-    res = train(args)
+    res = ranker.train(args)
     keep = ("auc", "logloss", "pr_auc", "ndcg@10", "recall@20", "events_matched")
     return {
         "tag": res.get("tag"),
@@ -153,17 +117,13 @@ def run_ranker(ns) -> dict:
 
 
 def run_retail(ns) -> dict | None:
-    from training.retail import RetailArgs, purchases_from_db, run
-
-    purchases = purchases_from_db(None, ns.retail_source)
+    args = from_namespace(
+        retail.RetailArgs, ns, "retail_", out_dir=ns.out_dir, from_db=True, purchases=None
+    )
+    purchases = retail.purchases_from_db(None, args.source)
     if purchases.empty:
         return None
-    res = run(
-        purchases,
-        RetailArgs(
-            cutoff=ns.retail_cutoff, out_dir=ns.out_dir, from_db=True, source=ns.retail_source
-        ),
-    )
+    res = retail.run(purchases, args)
     return {
         "cutoff": str(res["cutoff"]),
         "weights": list(res["weights"]),
@@ -219,7 +179,6 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(jobs) - set(JOBS)
     if unknown:
         raise SystemExit(f"unknown jobs {sorted(unknown)}; choose from {JOBS}")
-    from training.common import run_dir, write_json
 
     summary: dict = {"wall_seconds": {}}
     for job in JOBS:

@@ -25,6 +25,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ def _converter(tp: Any) -> Callable[[str], Any]:
         conv = inner if inner in (int, float) else str
         outer = typing.get_origin(tp)
         return lambda s: outer(conv(x) for x in str(s).split(",") if x.strip())
-    if tp in (int, float, str):
+    if tp in (int, float, str, Path):
         return tp
     raise TypeError(f"no command-line conversion for {tp!r}")
 

@@ -21,7 +21,6 @@ CTR on the same requests.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -33,7 +32,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
+from training.cli import from_namespace, parser_for
 from training.online_report import Estimate, ratio_estimate
 
 
@@ -186,7 +187,6 @@ def wait_ready(url: str, timeout_s: float, headers: dict | None = None) -> None:
 
 
 def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
-    from tqdm import tqdm
 
     api_key = args.api_key or os.environ.get("CARTWISE_API_KEY", "cartwise-dev-api-key")
     read = {"X-API-Key": api_key}
@@ -250,29 +250,15 @@ def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
 
 
 def main(argv: list[str] | None = None) -> ClosedLoopResult:
-    p = argparse.ArgumentParser(
-        prog="python -m training.closed_loop",
-        description="Send the simulator's users to the running service; click by the truth.",
+    p = parser_for(
+        ClosedLoopArgs,
+        "python -m training.closed_loop",
+        "Send the simulator's users to the running service; click by the truth.",
     )
-    for f in ClosedLoopArgs.__dataclass_fields__.values():
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        elif f.default is f.default_factory is None or f.name in ("url", "sim"):
-            p.add_argument(flag, required=True, help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ns = p.parse_args(argv)
     out_json = ns.json
-    del ns.json
-    args = ClosedLoopArgs(**{**vars(ns), "sim": Path(ns.sim)})
+    args = from_namespace(ClosedLoopArgs, ns)
     result = run(args)
     print(result.text())
     if out_json:

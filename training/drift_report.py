@@ -18,7 +18,7 @@ from pathlib import Path
 
 from features.drift import DEFAULT_THRESHOLD, DriftReport, compare, load_profiles, served_features
 from governance.db import connect
-from training.store import info, model_store
+from training.bundles import info, model_store
 
 
 def drift(model: str, since, threshold: float = DEFAULT_THRESHOLD, settings=None) -> DriftReport:
@@ -45,10 +45,20 @@ def main(argv: list[str] | None = None) -> DriftReport:
         prog="python -m training.drift_report",
         description="PSI per feature: served feature values against the model's training set.",
     )
-    p.add_argument("--model", default="cartwise-ranker:latest", help="model tag")
-    p.add_argument("--hours", type=float, default=24.0, help="served lists of the last N hours")
     p.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="PSI that marks a drift"
+        "--model", default="cartwise-ranker:latest", help="model tag (default: %(default)s)"
+    )
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=24.0,
+        help="served lists of the last N hours (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="PSI that marks a drift (default: %(default)s)",
     )
     args = p.parse_args(argv)
     since = datetime.now(UTC) - timedelta(hours=args.hours)

@@ -13,11 +13,9 @@ training split, so validation and test stay human-labelled.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from governance.db import engine
+from governance.settings import get_settings
+from training.bundles import INTENT_FEATURE_SERVICE, save_intent
+from training.cli import arg, parse_dataclass
 from training.common import autocast, minilm_path, pick_device, run_dir, seed_everything, tb_writer
 from training.intent_model import (
     IGNORE,
@@ -38,42 +40,42 @@ from training.intent_model import (
 from training.metrics import classification_metrics
 from training.perturb import robustness
 from training.report import plot_confusion, write_report
-
-FEATURE_SERVICE = "intent_v1"
-MODEL_NAME = "cartwise-intent"
+from training.weak_labels import weak_labels
 
 
 @dataclass
 class IntentTrainArgs:
-    out_dir: str = "runs"
-    csv: str | None = None
-    weak_labels: bool = False
-    max_len: int = 32
-    batch_size: int = 32
-    epochs: int = 4
-    lr_grid: tuple[float, ...] = (5e-5,)
-    weight_decay: float = 0.01
-    warmup_frac: float = 0.1
-    label_smoothing: float = 0.1
-    category_weight: float = 1.0
-    patience: int = 2  # evaluations without improvement before stopping
-    eval_every: int = 0  # steps between validations; 0 = once per epoch
-    max_steps: int = 0  # 0 = no cap (tests use a handful)
-    grad_clip: float = 1.0
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    seed: int = 0
-    device: str = "auto"
-    tensorboard: bool = True
-    save_model: bool = False  # put the winner in the BentoML model store
-    candidates: tuple[str, ...] = field(default=("tfidf_lr", "embed_lr", "finetune", "ensemble"))
+    out_dir: str = arg("runs", "folder for the run's report and TensorBoard logs")
+    csv: str | None = arg(None, "labelled queries CSV (query,intent,category) instead of the DB")
+    weak_labels: bool = arg(False, "try weak labels from search sessions (kept only if they help)")
+    max_len: int = arg(32, "tokens per query")
+    batch_size: int = arg(32, "fine-tune batch size")
+    epochs: int = arg(4, "fine-tune epochs")
+    lr_grid: tuple[float, ...] = arg((5e-5,), "comma list of fine-tune learning rates to try")
+    weight_decay: float = arg(0.01, "AdamW weight decay")
+    warmup_frac: float = arg(0.1, "share of steps with linear learning-rate warm-up")
+    label_smoothing: float = arg(0.1, "label smoothing of the intent loss")
+    category_weight: float = arg(1.0, "weight of the category head's loss")
+    patience: int = arg(2, "evaluations without improvement before stopping")
+    eval_every: int = arg(0, "steps between validations; 0 = once per epoch")
+    max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
+    grad_clip: float = arg(1.0, "gradient norm clip")
+    val_frac: float = arg(0.15, "share of queries for validation (model selection)")
+    test_frac: float = arg(0.15, "share of queries for the test report")
+    seed: int = arg(0, "random seed")
+    device: str = arg("auto", "auto, cpu, cuda or cuda:N")
+    tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
+    save_model: bool = arg(False, "put the validation winner in the BentoML model store")
+    candidates: tuple[str, ...] = arg(
+        ("tfidf_lr", "embed_lr", "finetune", "ensemble"),
+        "comma list of models to train and compare",
+    )
 
 
 # ---------------------------------------------------------------- data
 
 
 def load_labelled(settings) -> pd.DataFrame:
-    from governance.db import engine
 
     with engine(settings).connect() as conn:
         return pd.read_sql_query(
@@ -96,6 +98,7 @@ def load_csv(path: str | Path) -> pd.DataFrame:
 def split_queries(df: pd.DataFrame, val_frac: float, test_frac: float, seed: int):
     """Split by distinct query text, stratified by intent where every class allows it,
     so the same query never sits on both sides."""
+    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
     from sklearn.model_selection import train_test_split
 
     firsts = df.drop_duplicates("query")[["query", "intent"]]
@@ -124,6 +127,7 @@ def encode_labels(df: pd.DataFrame, intents: list[str], categories: list[str]):
 
 
 def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int) -> dict:
+    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -285,8 +289,6 @@ def train(
     train_df, val_df, test_df = split_queries(data, args.val_frac, args.test_frac, args.seed)
     if args.weak_labels or weak is not None:
         if weak is None:
-            from training.weak_labels import weak_labels
-
             weak = weak_labels(settings)
         # Weak rows for queries held out for evaluation would leak their answers.
         held = set(val_df["query"]) | set(test_df["query"])
@@ -393,7 +395,7 @@ def train(
     body = {
         "args": args,
         "winner": winner,
-        "feature_service": FEATURE_SERVICE,
+        "feature_service": INTENT_FEATURE_SERVICE,
         "intents": intents,
         "categories": categories,
         "validation": val_scores,
@@ -420,8 +422,6 @@ def train(
         "candidates": preds,
     }
     if args.save_model:
-        from training.store import save_intent
-
         result["tag"] = save_intent(
             shipped,
             metrics={"validation": val_scores[winner], "test": test_scores[winner]},
@@ -430,39 +430,8 @@ def train(
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.intent",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for f in dataclasses.fields(IntentTrainArgs):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",) or isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        elif f.name in ("lr_grid", "candidates"):
-            p.add_argument(
-                flag,
-                default=",".join(
-                    map(
-                        str,
-                        f.default if f.default is not dataclasses.MISSING else f.default_factory(),
-                    )
-                ),
-            )
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=typ, default=f.default)
-    return p
-
-
 def main(argv: list[str] | None = None) -> dict:
-    ns = vars(_parser().parse_args(argv))
-    ns["lr_grid"] = tuple(float(x) for x in str(ns["lr_grid"]).split(",") if x)
-    ns["candidates"] = tuple(x for x in str(ns["candidates"]).split(",") if x)
-    args = IntentTrainArgs(**ns)
-    from governance.settings import get_settings
-
+    args = parse_dataclass(IntentTrainArgs, argv, "python -m training.intent", __doc__)
     res = train(args, settings=None if args.csv else get_settings())
     print(f"winner: {res['winner']}  report: {res['report']}")
     for k, v in res["validation"].items():

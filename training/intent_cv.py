@@ -83,6 +83,7 @@ def folds(labels: np.ndarray, n_folds: int, repeats: int, seed: int):
 
 
 def _val_split(labels: np.ndarray, idx: np.ndarray, frac: float, seed: int):
+    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
     from sklearn.model_selection import train_test_split
 
     counts = pd.Series(labels[idx]).value_counts()

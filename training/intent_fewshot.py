@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -69,7 +70,6 @@ def char_tfidf(texts, max_features: int = 50_000):
 
 def hybrid_matrix(vectorizer, texts, embeddings: np.ndarray, embed_weight: float = 1.0):
     """TF-IDF rows (L2-normalised) beside the L2-normalised embedding, one sparse matrix."""
-    from scipy import sparse
 
     return sparse.hstack(
         [vectorizer.transform(list(texts)), sparse.csr_matrix(embed_weight * embeddings)]

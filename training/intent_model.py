@@ -69,6 +69,7 @@ class IntentLoss(nn.Module):
 
 
 def load_encoder(path: str | Path):
+    # transformers is heavy to import (seconds): only code that loads a model pays.
     from transformers import AutoModel, AutoTokenizer
 
     return AutoModel.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path))

@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> OnlineReport:
         prog="python -m training.online_report",
         description="Online CTR, conversion and NDCG of clicked positions per model and variant.",
     )
-    p.add_argument("--hours", type=float, default=24.0, help="look back this many hours")
+    p.add_argument(
+        "--hours", type=float, default=24.0, help="look back this many hours (default: %(default)s)"
+    )
     p.add_argument("--experiment", default=None, help="only this experiment's lists")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     args = p.parse_args(argv)

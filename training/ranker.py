@@ -5,14 +5,15 @@
     python -m training.ranker --frame train.parquet --out-dir runs
     torchrun --standalone --nproc_per_node 2 -m training.ranker --frame train.parquet
 
-`--feast` builds the frame from feature service ranker_v1 over the clean impressions in the
-database (DATABASE_URL / CARTWISE_* settings; default window: all of them), through the Feast
-registry and offline store: labels in PostgreSQL, features point in time by the set-based path
-(features.frames: bounded memory, chunks streamed to Parquet). The frame is written once, to
-frame.parquet in the run folder, with its feature service, label window and ingest batch ids
-in its metadata; `--frame` on that file trains again without querying. Under torchrun rank 0
-builds it and the other ranks read the file. `--list-sample` keeps that share of request lists
-(whole lists, chosen by a hash of list_id) to bound cost.
+`--feast` builds the frame from the feature service (default: ranker_v2, named in
+training.bundles) over the clean impressions in the database (DATABASE_URL / CARTWISE_*
+settings; default window: all of them), through the Feast registry and offline store: labels in
+PostgreSQL, features point in time by the set-based path (features.frames: bounded memory,
+chunks streamed to Parquet). The frame is written once, to frame.parquet in the run folder, with
+its feature service, label window and ingest batch ids in its metadata; `--frame` on that file
+trains again without querying. Under torchrun rank 0 builds it and the other ranks read the
+file. `--list-sample` keeps that share of request lists (whole lists, chosen by a hash of
+list_id) to bound cost.
 
 Split by time: lists are ordered by their first timestamp; the earliest go to training, the
 next to validation (early stopping), the latest to test (read once, for the report). Dense
@@ -28,10 +29,10 @@ early-stopping decision; rank 0 alone writes the report and the model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from features.frames import read_frame, read_frame_info
+from features.feast_store import get_store, set_env
+from features.frames import build_frame, read_frame, read_frame_info
+from features.labels import labels_sql
+from governance.db import connect
+from training.bundles import RANKER_FEATURE_SERVICE, save_ranker
+from training.cli import arg, parse_dataclass
 from training.common import autocast, pick_device, run_dir, seed_everything, tb_writer
 from training.metrics import ctr_metrics, per_list, roc_auc
 from training.ranker_model import DCNv2, FeatureSpec, RankerBundle, RankerConfig, RankerTrain
@@ -50,42 +56,51 @@ from training.report import plot_pr_curves, write_report
 
 log = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "ranker_v1"
-MODEL_NAME = "cartwise-ranker"
-
 
 @dataclass
 class RankerTrainArgs:
-    frame: str | None = None  # parquet with the training frame
-    feast: str | None = None  # or: Feast repo path ("" = feature_repo/), FEATURE_SERVICE
-    feature_service: str = FEATURE_SERVICE
-    start: str | None = None  # label window for --feast (ISO; default: all impressions)
-    end: str | None = None
-    list_sample: float = 1.0  # --feast: share of request lists kept (hash of list_id)
+    frame: str | None = arg(None, "Parquet training frame to train on (from features.frames)")
+    feast: str | None = arg(
+        None,
+        "build the frame from Feast; optional repo path (default: feature_repo/)",
+        nargs="?",
+        const="",
+        metavar="REPO_PATH",
+    )
+    feature_service: str = arg(
+        RANKER_FEATURE_SERVICE, "Feast feature service: the model's train/serve contract"
+    )
+    start: str | None = arg(None, "label window start, ISO (default: first impression)")
+    end: str | None = arg(None, "label window end, ISO (default: last impression)")
+    list_sample: float = arg(1.0, "share of request lists kept, chosen by a hash of list_id")
     # Absolute epoch seconds: under a time split every test value lies beyond the training
     # range, so the net would extrapolate on them; their useful part (recency, item age) is
     # already in seconds_since_last_activity and item_age_days.
-    exclude: str = "last_event_ts_s,item_listed_at_s"
-    position_bias: bool = False
-    truth: str | None = None  # simulator's impressions.parquet (event_id, p_click)
-    out_dir: str = "runs"
-    buckets: int = 2**15
-    emb_dim: int = 16
-    cross_layers: int = 3
-    deep: str = "256,128"
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 512
-    epochs: int = 10
-    patience: int = 2
-    max_steps: int = 0
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    seed: int = 0
-    device: str = "auto"
-    tensorboard: bool = True
-    save_model: bool = False
+    exclude: str = arg(
+        "last_event_ts_s,item_listed_at_s", "comma list of frame columns not used as features"
+    )
+    position_bias: bool = arg(False, "learn a per-position logit offset, dropped at inference")
+    truth: str | None = arg(
+        None, "simulator truth impressions.parquet: adds the oracle AUCs to the report"
+    )
+    out_dir: str = arg("runs", "folder for the run's report, frame and TensorBoard logs")
+    buckets: int = arg(2**15, "hash buckets per sparse feature")
+    emb_dim: int = arg(16, "embedding width of each sparse feature")
+    cross_layers: int = arg(3, "DCN-v2 cross layers")
+    deep: str = arg("256,128", "comma list of the deep tower's layer widths")
+    dropout: float = arg(0.1, "dropout in the deep tower")
+    lr: float = arg(1e-3, "AdamW learning rate")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    batch_size: int = arg(512, "training batch size per process")
+    epochs: int = arg(10, "passes over the training split (early stopping may end sooner)")
+    patience: int = arg(2, "epochs without validation AUC gain before stopping")
+    max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
+    val_frac: float = arg(0.15, "share of lists (by time) for validation")
+    test_frac: float = arg(0.15, "share of lists (latest) for the test report")
+    seed: int = arg(0, "random seed")
+    device: str = arg("auto", "auto, cpu, cuda or cuda:N")
+    tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
+    save_model: bool = arg(False, "put the ranker in the BentoML model store")
 
 
 # ---------------------------------------------------------------- data
@@ -93,7 +108,6 @@ class RankerTrainArgs:
 
 def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[first, last] clean impression time, end made exclusive by one microsecond."""
-    from governance.db import connect
 
     conn = connect(settings)
     try:
@@ -112,7 +126,7 @@ def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 def frame_from_feast(
     settings=None,
-    feature_service: str = FEATURE_SERVICE,
+    feature_service: str = RANKER_FEATURE_SERVICE,
     *,
     start=None,
     end=None,
@@ -124,16 +138,10 @@ def frame_from_feast(
     as Parquet at `path` (a temporary file when None) by the set-based path, with the lineage
     of its labels (window, ingest batch ids) in the file's metadata. Returns (frame, feature
     names, lineage)."""
-    import tempfile
-
-    from features.frames import build_frame
-    from features.store import get_store
-    from features.training_set import labels_sql
 
     if repo_path:
+        # Feast is heavy to import (seconds): only code that opens a store pays for it.
         from feast import FeatureStore
-
-        from features.store import set_env
 
         set_env(settings)
         store = FeatureStore(repo_path=repo_path)
@@ -170,6 +178,8 @@ def frame_lineage(info) -> dict:
     """A frame file's lineage as the training report records it."""
     window = info.label_window or info.extra.get("label_window")
     return {
+        # The frame's own service, not a default: the model's train/serve contract.
+        "feature_service": info.feature_service,
         "label_window": [pd.Timestamp(t) for t in window] if window else None,
         "list_sample": info.extra.get("list_sample", 1.0),
         "batch_ids": info.batch_ids,
@@ -251,6 +261,7 @@ def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, strength: float =
 def logreg_scores(spec: FeatureSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int):
     """Logistic regression on the same dense and vector features (ids left out: one-hot of
     hashed ids is what the embeddings are for)."""
+    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
     from sklearn.linear_model import LogisticRegression
 
     def x(frame):
@@ -487,39 +498,12 @@ def _train(
         "wall_seconds": time.time() - t0,
     }
     if args.save_model:
-        from training.store import save_ranker
-
         out["tag"] = save_ranker(bundle, metrics=results, lineage=lineage)
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.ranker",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for f in dataclasses.fields(RankerTrainArgs):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "feast":
-            p.add_argument(
-                flag,
-                nargs="?",
-                const="",
-                default=None,
-                metavar="REPO_PATH",
-                help="build the frame from Feast (default repo: feature_repo/)",
-            )
-        elif isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=typ, default=f.default)
-    return p
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = RankerTrainArgs(**vars(_parser().parse_args(argv)))
+    args = parse_dataclass(RankerTrainArgs, argv, "python -m training.ranker", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not args.frame and args.feast is None:
         raise SystemExit("give --frame PARQUET or --feast [REPO_PATH]")

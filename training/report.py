@@ -16,9 +16,11 @@ from training.metrics import pr_curve
 
 
 def _plt():
+    # matplotlib is heavy to import: only the reports that draw a plot pay for it.
     import matplotlib
 
     matplotlib.use("Agg")  # headless: training hosts have no display
+    # matplotlib is heavy to import: only the reports that draw a plot pay for it.
     import matplotlib.pyplot as plt
 
     return plt
@@ -69,6 +71,7 @@ def plot_confusion(
 
 
 def environment() -> dict[str, Any]:
+    # torch is heavy to import (seconds): only code that runs a model pays for it.
     import torch
 
     try:

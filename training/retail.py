@@ -24,8 +24,6 @@ window is never seen while choosing.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
@@ -34,21 +32,23 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from governance.db import connect
+from training.cli import arg, parse_dataclass
 from training.common import run_dir, write_json
 
 
 @dataclass
 class RetailArgs:
-    purchases: str | None = None  # parquet/csv with user_id, item_id, event_ts, quantity
-    cutoff: str | None = None  # default: 80% of the way through the data
-    horizon_days: float = 30.0
-    recent_days: float = 30.0
-    half_life_days: float = 60.0
-    k_recall: int = 20
-    k_ndcg: int = 10
-    out_dir: str = "runs"
-    from_db: bool = False
-    source: str = "online_retail"  # --from-db: ingest_batches.source to read
+    purchases: str | None = arg(None, "parquet/csv with user_id, item_id, event_ts, quantity")
+    cutoff: str | None = arg(None, "YYYY-MM-DD (default: 80% of the way through the data)")
+    horizon_days: float = arg(30.0, "days after the cutoff whose purchases are the targets")
+    recent_days: float = arg(30.0, "window of the recent-popularity baseline, days")
+    half_life_days: float = arg(60.0, "half-life of the recency weight of past purchases, days")
+    k_recall: int = arg(20, "cut-off of Recall@k")
+    k_ndcg: int = arg(10, "cut-off of NDCG@k")
+    out_dir: str = arg("runs", "folder for the run's report")
+    from_db: bool = arg(False, "read purchases from the governed events table")
+    source: str = arg("online_retail", "with --from-db: the ingest_batches.source to read")
 
 
 PURCHASES_SQL = """
@@ -60,7 +60,6 @@ WHERE b.source = %(source)s AND e.event_type = 'purchase' AND NOT e.is_bot
 
 
 def purchases_from_db(settings=None, source: str = "online_retail") -> pd.DataFrame:
-    from governance.db import connect
 
     conn = connect(settings)
     try:
@@ -259,18 +258,7 @@ def run(purchases: pd.DataFrame, args: RetailArgs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(
-        prog="python -m training.retail",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for f in dataclasses.fields(RetailArgs):
-        if isinstance(f.default, bool):
-            ap.add_argument("--" + f.name.replace("_", "-"), action="store_true")
-            continue
-        typ = {"int": int, "float": float}.get(str(f.type), str)
-        ap.add_argument("--" + f.name.replace("_", "-"), type=typ, default=f.default)
-    args = RetailArgs(**vars(ap.parse_args(argv)))
+    args = parse_dataclass(RetailArgs, argv, "python -m training.retail", __doc__)
     if args.from_db:
         df = purchases_from_db(None, args.source)
         if df.empty:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from training.cli import parse_dataclass
 from training.common import run_dir, write_json
@@ -169,7 +170,6 @@ def prepare(purchases: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
 
     t0 = time.time()
     p = prepare(purchases)

@@ -17,11 +17,10 @@ register the winner -> tell the running service to swap it in.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import httpx
 import numpy as np
@@ -29,13 +28,15 @@ import pandas as pd
 
 from features import pipeline
 from features.drift import profile, save_profiles
-from features.store import apply
-from features.training_set import build_training_set, labels_sql
+from features.feast_store import apply
+from features.labels import labels_sql
+from features.training_set import build_training_set
 from governance.settings import get_settings
+from training.bundles import info, load_ranker, save_ranker
+from training.cli import parse_dataclass
 from training.metrics import roc_auc
 from training.ranker import RankerTrainArgs, numeric_objects, time_split
 from training.ranker import train as train_ranker
-from training.store import info, load_ranker, save_ranker
 
 log = logging.getLogger(__name__)
 
@@ -222,25 +223,15 @@ def run(args: RetrainArgs, settings=None) -> RetrainResult:
 
 
 def main(argv: list[str] | None = None) -> RetrainResult:
-    p = argparse.ArgumentParser(
-        prog="python -m training.retrain",
-        description="Retrain the ranker on events and served lists, gate it against the "
-        "serving model on the most recent lists, register a winner and reload the service.",
+    args = parse_dataclass(
+        RetrainArgs,
+        argv,
+        "python -m training.retrain",
+        "Retrain the ranker on events and served lists, gate it against the serving model on "
+        "the most recent lists, register a winner and reload the service.",
     )
-    for f in fields(RetrainArgs):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
-        else:
-            kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
     logging.basicConfig(level=logging.INFO)
-    result = run(RetrainArgs(**vars(p.parse_args(argv))))
+    result = run(args)
     out = asdict(result)
     out["gate"]["wins"] = result.gate.wins
     print(json.dumps(out, indent=2, default=str))

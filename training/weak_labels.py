@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from governance.db import engine
+
 EVENTS_SQL = """
 SELECT e.session_id, e.event_ts, e.event_type, e.item_id, e.query, i.category
 FROM events e LEFT JOIN items i ON i.item_id = e.item_id
@@ -113,7 +115,6 @@ def label_events(
 
 
 def load_events(settings) -> pd.DataFrame:
-    from governance.db import engine
 
     with engine(settings).connect() as conn:
         return pd.read_sql_query(EVENTS_SQL, conn)

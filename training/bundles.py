@@ -1,4 +1,9 @@
-"""Both models in the BentoML model store, with what serving and an auditor need.
+"""The train/serve contract: model names, feature-service names, and both models' bundles in
+the BentoML model store, with what serving and an auditor need.
+
+Training jobs save through this module and serving loads through it; it imports no training
+job, so serving depends on the model definitions (training.intent_model, training.ranker_model)
+and these names, never on a job.
 
 Each saved model folder holds the model's own files (weights, tokenizer, label maps, feature
 spec with normalisation stats) plus `metrics.json` and `lineage.json`; the model's BentoML
@@ -17,17 +22,38 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bentoml
+from bentoml._internal.models.model import ModelStore
+
 from training.common import to_jsonable
+from training.intent_model import IntentPredictor
+from training.ranker_model import RankerBundle
 
 INTENT_MODEL = "cartwise-intent"
 RANKER_MODEL = "cartwise-ranker"
+# The Feast feature services the models are trained on: one owner for each name. A stored
+# ranker carries its own service in its metadata (ranker_feature_service), so serving follows
+# the model rather than this default.
+INTENT_FEATURE_SERVICE = "intent_v1"
+RANKER_FEATURE_SERVICE = "ranker_v2"
 
 
-def model_store():
-    from bentoml._internal.models.model import ModelStore
+def ranker_feature_service(model_metadata: dict) -> str:
+    """The feature service a stored ranker was trained on (its train/serve contract)."""
+    name = model_metadata.get("feature_service")
+    if not name:
+        raise ValueError(
+            "ranker model has no 'feature_service' in its metadata; "
+            "save it with training.bundles.save_ranker"
+        )
+    return str(name)
+
+
+def model_store() -> ModelStore:
 
     home = os.environ.get("BENTOML_HOME", os.path.join(os.path.expanduser("~"), "bentoml"))
     path = os.path.join(os.path.expanduser(home), "models")
@@ -66,8 +92,6 @@ def _save(
     lineage: dict,
     extra: dict | None = None,
 ) -> str:
-    import bentoml
-
     metrics, lineage = to_jsonable(metrics or {}), to_jsonable(lineage or {})
     meta = _metadata(
         {
@@ -93,8 +117,6 @@ def _save(
 
 
 def _folder(tag: str) -> tuple[Path, Any]:
-    import bentoml
-
     m = bentoml.models.get(tag, _model_store=model_store())
     return Path(m.path), m
 
@@ -102,12 +124,10 @@ def _folder(tag: str) -> tuple[Path, Any]:
 def save_intent(
     predictor, metrics: dict | None = None, lineage: dict | None = None, name: str = INTENT_MODEL
 ) -> str:
-    from training.intent import FEATURE_SERVICE
-
     return _save(
         name,
         predictor.save,
-        FEATURE_SERVICE,
+        INTENT_FEATURE_SERVICE,
         predictor.kind,
         metrics,
         lineage,
@@ -115,9 +135,7 @@ def save_intent(
     )
 
 
-def load_intent(tag: str = f"{INTENT_MODEL}:latest"):
-    from training.intent_model import IntentPredictor
-
+def load_intent(tag: str = f"{INTENT_MODEL}:latest") -> IntentPredictor:
     folder, _ = _folder(tag)
     return IntentPredictor.load(folder)
 
@@ -125,21 +143,18 @@ def load_intent(tag: str = f"{INTENT_MODEL}:latest"):
 def save_ranker(
     bundle, metrics: dict | None = None, lineage: dict | None = None, name: str = RANKER_MODEL
 ) -> str:
-    from training.ranker import FEATURE_SERVICE
-
+    service = (lineage or {}).get("feature_service", RANKER_FEATURE_SERVICE)
     return _save(
         name,
         bundle.save,
-        lineage.get("feature_service", FEATURE_SERVICE) if lineage else FEATURE_SERVICE,
+        service,
         "dcn_v2",
         metrics,
         lineage,
     )
 
 
-def load_ranker(tag: str = f"{RANKER_MODEL}:latest"):
-    from training.ranker_model import RankerBundle
-
+def load_ranker(tag: str = f"{RANKER_MODEL}:latest") -> RankerBundle:
     folder, _ = _folder(tag)
     return RankerBundle.load(folder)
 
@@ -154,3 +169,42 @@ def info(tag: str) -> dict:
         "metrics": json.loads((folder / "metrics.json").read_text()),
         "lineage": json.loads((folder / "lineage.json").read_text()),
     }
+
+
+@dataclass(frozen=True)
+class StoredRanker:
+    """A ranker from the model store with what serving needs beside the weights."""
+
+    bundle: RankerBundle
+    tag: str
+    feature_service: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class StoredIntent:
+    predictor: IntentPredictor
+    tag: str
+    path: Path
+
+
+def stored_ranker(tag: str = f"{RANKER_MODEL}:latest") -> StoredRanker:
+    """The ranker under `tag` (':latest' resolves to the newest), its resolved tag and the
+    feature service it was trained on."""
+    folder, m = _folder(tag)
+    return StoredRanker(
+        RankerBundle.load(folder),
+        str(m.tag),
+        ranker_feature_service(dict(m.info.metadata)),
+        folder,
+    )
+
+
+def stored_intent(tag: str = f"{INTENT_MODEL}:latest") -> StoredIntent:
+    folder, m = _folder(tag)
+    return StoredIntent(IntentPredictor.load(folder), str(m.tag), folder)
+
+
+def resolve_tag(tag: str) -> str:
+    """'cartwise-ranker:latest' -> the concrete tag it names now."""
+    return str(_folder(tag)[1].tag)

@@ -7,14 +7,16 @@ those variables from `governance.settings` (see `governance.db.feast_env`).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from governance.db import feast_env
 
 REPO_PATH = Path(__file__).resolve().parent.parent / "feature_repo"
 
 
 def feast_environ(settings=None) -> dict[str, str]:
-    from governance.db import feast_env
 
     return feast_env(settings)
 
@@ -37,6 +39,7 @@ def _restoring_cwd():
 
 def get_store(settings=None):
     """A FeatureStore on feature_repo/ configured for `settings` (process env updated)."""
+    # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast import FeatureStore
 
     set_env(settings)
@@ -45,12 +48,12 @@ def get_store(settings=None):
 
 def apply(settings=None, skip_source_validation: bool = True):
     """In-process `feast apply` of feature_repo/ (creates the registry and online tables)."""
+    # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
     set_env(settings)
     config = load_repo_config(REPO_PATH, REPO_PATH / "feature_store.yaml")
-    import sys
 
     # Feast imports the repo's modules by name; its own CLI puts the repo on sys.path the same way.
     if str(REPO_PATH) not in sys.path:
