@@ -12,15 +12,15 @@ loaded with COPY together with the quarantined rows and the batch's counts in on
 so a failure leaves nothing half-loaded. Counts reconcile and the database checks it:
 rows_read = rows_loaded + rows_quarantined + rows_duplicate. The same file (same checksum)
 loads once; running it again changes nothing.
+
+The steps live in their own modules: governance.raw_files (reading, checksums),
+governance.validation (Pandera), governance.cleaning (the rules), governance.loading (COPY)
+and governance.quarantine (what a refused row may keep); this module runs them as one batch.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable
@@ -28,31 +28,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from governance import cleaning
 from governance.db import connect, migrate, transaction
+from governance.loading import KEYS, load_clean
 from governance.online_retail import load_online_retail
-from governance.privacy import pseudonymise, pseudonymise_series
+from governance.privacy import pseudonymise_series
+from governance.quarantine import quarantine_rows, raw_record, redact
+from governance.raw_files import file_checksum, frame_checksum, read_csv
 from governance.report import build_quality, write_report
-from governance.schemas import PII_COLUMNS, RECORD_MODELS, TABLE_COLUMNS
+from governance.schemas import RECORD_MODELS, TABLE_COLUMNS
 from governance.settings import Settings, get_settings
 from governance.validation import validate
 
 log = logging.getLogger(__name__)
-
-KEYS = {
-    "users": ["user_id"],
-    "items": ["item_id"],
-    "events": ["event_id"],
-    "labelled_queries": ["query", "intent", "category"],
-}
-# Later batches may correct users and items (a new price, a fixed title); events are immutable.
-UPSERT = {"users": True, "items": True, "events": False, "labelled_queries": False}
 
 
 @dataclass
@@ -95,73 +86,6 @@ class BatchResult:
 
 class IngestError(RuntimeError):
     """The batch could not be loaded; nothing of it was written (see ingest_batches.error)."""
-
-
-# ---------------------------------------------------------------------------------- reading
-
-
-def read_csv(path: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """Read a contract CSV as text, indexed by line number (the header is line 1).
-
-    A line with the wrong number of fields is returned apart, for quarantine, never skipped.
-    """
-    malformed: list[dict] = []
-
-    def keep_malformed(row) -> str:
-        malformed.append(
-            {
-                "row_number": row.number,
-                "reasons": [
-                    f"malformed_line: expected {row.expected_columns} fields, "
-                    f"got {row.actual_columns}"
-                ],
-                "raw": _fields_of(row.text, names),
-            }
-        )
-        return "skip"
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        header = fh.readline().strip()
-    names = next(csv.reader([header]))
-    frame = pacsv.read_csv(
-        path,
-        # single-threaded so the invalid-row handler sees line numbers
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=keep_malformed),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    ).to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-    bad_lines = {m["row_number"] for m in malformed if m["row_number"] is not None}
-    lines = np.arange(2, len(frame) + len(malformed) + 2)
-    frame.index = pd.Index(lines[~np.isin(lines, list(bad_lines))][: len(frame)], name="line")
-    return frame, malformed
-
-
-def _fields_of(line: str, names: list[str]) -> dict:
-    """A malformed line as named fields (extras numbered), so it can be redacted like any row."""
-    fields = next(csv.reader([line]), [])
-    return {(names[i] if i < len(names) else f"extra_{i}"): v for i, v in enumerate(fields)}
-
-
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def frame_checksum(frame: pd.DataFrame) -> str:
-    try:
-        hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
-    except UnicodeEncodeError:  # a lone surrogate (refused per row later): hash its escape
-        escaped = frame.astype("string").map(storable, na_action="ignore")
-        hashed = pd.util.hash_pandas_object(escaped, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes() + ",".join(frame.columns).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------- cleaning
@@ -242,110 +166,6 @@ def clean_rows(table: str, valid: pd.DataFrame, cur, settings: Settings) -> Clea
         rule_hits=hits,
         duplicate_reason=why,
     )
-
-
-# ---------------------------------------------------------------------------------- loading
-
-
-def _to_csv_bytes(frame: pd.DataFrame) -> io.BytesIO:
-    """pyarrow's CSV writer: an order of magnitude faster than pandas.to_csv at a million rows."""
-    converted = {}
-    for name in frame.columns:
-        col = frame[name]
-        if isinstance(col.dtype, pd.DatetimeTZDtype):
-            converted[name] = pa.array(col.dt.tz_convert("UTC").astype("datetime64[us, UTC]"))
-        else:
-            converted[name] = pa.array(col, from_pandas=True)
-    buffer = io.BytesIO()
-    pacsv.write_csv(
-        pa.table(converted),
-        buffer,
-        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-    )
-    buffer.seek(0)
-    return buffer
-
-
-def copy_rows(cur, table: str, frame: pd.DataFrame) -> None:
-    columns = ", ".join(frame.columns)
-    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", _to_csv_bytes(frame))
-
-
-def _load_clean(cur, table: str, frame: pd.DataFrame, batch_id: int) -> tuple[int, pd.Index]:
-    """Load rows; returns how many were written and, for events, the index of the rows that
-    were already stored (an event id of an earlier batch)."""
-    frame = frame.assign(batch_id=batch_id)
-    if table == "events":
-        # Events are immutable: ids already stored are duplicates of an earlier batch.
-        cur.execute("CREATE TEMP TABLE incoming_ids (event_id text) ON COMMIT DROP")
-        copy_rows(cur, "incoming_ids", frame[["event_id"]])
-        cur.execute("SELECT i.event_id FROM incoming_ids i JOIN events e USING (event_id)")
-        stored = {r[0] for r in cur.fetchall()}
-        already = frame.index[frame["event_id"].isin(stored).to_numpy(dtype=bool)]
-        if stored:
-            frame = frame.loc[~frame["event_id"].isin(stored)]
-        copy_rows(cur, "events", frame)
-        return len(frame), already
-    columns = list(frame.columns)
-    cur.execute(f"CREATE TEMP TABLE staging (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
-    copy_rows(cur, "staging", frame)
-    key = ", ".join(KEYS[table])
-    if UPSERT[table]:
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in KEYS[table])
-        extra = ", updated_at = now()" if table == "items" else ""
-        action = f"DO UPDATE SET {updates}{extra}"
-    else:
-        action = "DO NOTHING"
-    cols = ", ".join(columns)
-    cur.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM staging ON CONFLICT ({key}) {action}"
-    )
-    return cur.rowcount, pd.Index([])
-
-
-def _quarantine_rows(cur, batch_id: int, table: str, rejected: list[dict]) -> None:
-    if not rejected:
-        return
-    frame = pd.DataFrame(
-        {
-            "batch_id": batch_id,
-            "table_name": table,
-            "row_number": [r.get("row_number") for r in rejected],
-            "raw": [json.dumps(r["raw"], default=str) for r in rejected],
-            "reasons": [
-                "{" + ",".join(json.dumps(x) for x in r["reasons"]) + "}" for r in rejected
-            ],
-        }
-    )
-    frame["row_number"] = frame["row_number"].astype("Int64")
-    copy_rows(cur, "quarantine", frame)
-
-
-def storable(value):
-    """A raw value as JSONB can hold it: NUL and lone surrogates (which a quarantined row may
-    carry: they are why it was refused) become visible backslash escapes."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
-    return value
-
-
-def redact(record: dict, key: str) -> dict:
-    """What of a raw row may be stored: personal data dropped, the shop's user id pseudonymised."""
-    out = {}
-    for name, value in record.items():
-        if name in PII_COLUMNS:
-            continue
-        value = storable(value)
-        if value is None or (np.ndim(value) == 0 and pd.isna(value)):
-            value = None
-        elif name == "user_id" and str(value).strip():
-            value = pseudonymise(str(value).strip(), key)
-        out[name] = value
-    return out
-
-
-def _raw_record(raw: pd.DataFrame, index, key: str) -> dict:
-    return redact(raw.loc[index].to_dict(), key)
 
 
 # ------------------------------------------------------------------------------------ batch
@@ -459,11 +279,11 @@ def _load_batch(
         rejected = [{**r, "raw": redact(r["raw"], key)} for r in pre_rejected]
         for index, reasons in validation.reasons.items():
             rejected.append(
-                {"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)}
+                {"row_number": int(index), "reasons": reasons, "raw": raw_record(raw, index, key)}
             )
         for index, reasons in cleaned.quarantine.items():
             rejected.append(
-                {"row_number": int(index), "reasons": reasons, "raw": _raw_record(raw, index, key)}
+                {"row_number": int(index), "reasons": reasons, "raw": raw_record(raw, index, key)}
             )
 
         clean = cleaned.clean
@@ -474,12 +294,12 @@ def _load_batch(
                 )
             )
         clean = clean[TABLE_COLUMNS[table]]
-        written, stored_before = _load_clean(cur, table, clean, batch_id)
+        written, stored_before = load_clean(cur, table, clean, batch_id)
         already = len(clean) - written
         hits["already_loaded"] = already
         duplicates = cleaning.count(cleaned.duplicate) + already
         duplicate_rows = _duplicate_rows(cleaned.duplicate_reason, stored_before)
-        _quarantine_rows(cur, batch_id, table, rejected)
+        quarantine_rows(cur, batch_id, table, rejected)
 
         quality = build_quality(
             cur,

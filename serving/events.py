@@ -28,7 +28,8 @@ import sqlalchemy.exc
 
 from features.realtime import push_events
 from governance.db import transaction
-from governance.ingest import ingest_frame, storable
+from governance.ingest import ingest_frame
+from governance.quarantine import storable
 from governance.redis_url import redis_client
 from governance.schemas import EVENT_COLUMNS as EVENT_FIELDS
 
