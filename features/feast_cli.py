@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from features.feast_store import REPO_PATH, feast_environ
+from features.feast_store import REPO_PATH, feast_environ, get_store, materialize_incremental
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")
         return 0
-    if argv[0] == "materialize-incremental" and len(argv) == 1:
-        argv.append(datetime.now(UTC).replace(microsecond=0).isoformat())
+    if argv[0] == "materialize-incremental":
+        # In process: views without a TTL get their first load from the epoch (see
+        # features.feast_store.materialize_incremental), which the feast CLI cannot do.
+        end = datetime.fromisoformat(argv[1]) if len(argv) > 1 else datetime.now(UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        full = materialize_incremental(get_store(), end.replace(microsecond=0))
+        if full:
+            print(f"first load from the epoch (no TTL): {', '.join(full)}")
+        return 0
     feast = shutil.which("feast", path=str(Path(sys.executable).parent)) or "feast"
     return subprocess.call([feast, *argv], cwd=REPO_PATH, env={**os.environ, **env})
 

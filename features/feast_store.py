@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from governance.db import feast_env
@@ -61,3 +62,26 @@ def apply(settings=None, skip_source_validation: bool = True):
     with _restoring_cwd():
         apply_total(config, REPO_PATH, skip_source_validation=skip_source_validation)
     return get_store(settings)
+
+
+# Where a never-expiring view's history starts: materialising from here finds every row.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def materialize_incremental(store, end: datetime) -> list[str]:
+    """Feast's materialize_incremental, plus the first load of views without a TTL.
+
+    For a view with ttl=0 that was never materialised Feast starts one year back, so an item
+    whose title (and title embedding) dates from earlier never reached the online store while
+    the offline point-in-time join found it. Those views are first materialised from the
+    epoch (one latest row per entity); afterwards Feast continues incrementally from there.
+    Returns the names of the views given that first full load."""
+    never = [
+        fv.name
+        for fv in store.list_feature_views()
+        if fv.online and not fv.ttl and not fv.materialization_intervals
+    ]
+    if never:
+        store.materialize(start_date=EPOCH, end_date=end, feature_views=never)
+    store.materialize_incremental(end_date=end)
+    return never

@@ -282,3 +282,27 @@ def test_title_embeddings_only_recomputed_on_change(env):
     )
     n = _sql(settings, "SELECT count(*) FROM user_embeddings")[0][0]
     assert n > 0
+
+
+def test_views_without_ttl_reach_the_online_store_in_full(template_database, tmp_path):
+    """Before: materialize-incremental started a view without TTL one year back, so titles
+    older than that (every item of this 2024 shop) had embeddings offline but none online."""
+    name = make_database(template_database)
+    try:
+        settings = Settings(database_url=_url_for(name), redis_url=None, data_dir=tmp_path)
+        catalog = synthetic.load(settings, n_sessions=20, days=2)
+        pipeline.run(settings, embeddings=True)
+        fs = feast_store.apply(settings)
+        assert fs.get_feature_view("item_title_embedding").ttl == timedelta(0)
+        now = datetime.now(UTC)
+        assert "item_title_embedding" in feast_store.materialize_incremental(fs, now)
+        items = list(catalog["items"])
+        online = fs.get_online_features(
+            features=["item_title_embedding:title_embedding"],
+            entity_rows=[{"item_id": i} for i in items],
+        ).to_dict()
+        assert all(v is not None and len(v) == 384 for v in online["title_embedding"])
+        # Later runs are Feast's own incremental ones.
+        assert feast_store.materialize_incremental(fs, datetime.now(UTC)) == []
+    finally:
+        _drop(name)

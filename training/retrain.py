@@ -28,7 +28,7 @@ import pandas as pd
 
 from features import pipeline
 from features.drift import profile, save_profiles
-from features.feast_store import apply
+from features.feast_store import apply, materialize_incremental
 from features.labels import labels_sql
 from features.training_set import build_training_set
 from governance.settings import get_settings
@@ -171,7 +171,7 @@ def run(args: RetrainArgs, settings=None) -> RetrainResult:
         pipeline.run(settings, embeddings=args.embeddings)
     store = apply(settings)
     if args.pipeline:
-        store.materialize_incremental(pd.Timestamp.now(tz="UTC").to_pydatetime())
+        materialize_incremental(store, pd.Timestamp.now(tz="UTC").to_pydatetime())
     end = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=1)
     start = end - pd.Timedelta(days=args.days) if args.days else pd.Timestamp(0, tz="UTC")
     frame, names, sources = training_frame(settings, store, feature_service, start, end)
