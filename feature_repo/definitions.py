@@ -5,8 +5,14 @@ stamped T describes its entity from clean events with event_ts < T. Feature name
 across views so training sets and online responses need no view prefixes.
 
 Feature services are model contracts, versioned with the model: `ranker_v1`, `intent_v1`.
+
+Sources: the PostgreSQL feature tables, or with `CARTWISE_OFFLINE_ENGINE=spark` the same tables
+as Parquet under `CARTWISE_LAKE_FEATURES` (written by features.spark_pipeline) for Feast's
+Spark offline store and compute engine. Only `_source` looks at the engine; views, services and
+feature names are the same on both.
 """
 
+import os
 from datetime import timedelta
 
 from feast import (
@@ -66,7 +72,19 @@ query = Entity(
 )
 
 
-def _source(table: str) -> PostgreSQLSource:
+def _source(table: str):
+    """The feature table `table`: in PostgreSQL, or as Parquet in the lake for Spark."""
+    if os.environ.get("CARTWISE_OFFLINE_ENGINE", "postgres") == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(
+            name=f"{table}_source",
+            path=f"{os.environ['CARTWISE_LAKE_FEATURES']}/{table}",
+            file_format="parquet",
+            timestamp_field="event_timestamp",
+        )
     return PostgreSQLSource(
         name=f"{table}_source",
         query=f"SELECT * FROM {table}",
@@ -446,11 +464,7 @@ user_recent_embedding = FeatureView(
 # ---------------------------------------------------------------- push / stream
 user_session_push = PushSource(
     name="user_session_push",
-    batch_source=PostgreSQLSource(
-        name="user_session_features_source",
-        query="SELECT * FROM user_session_features",
-        timestamp_field="event_timestamp",
-    ),
+    batch_source=_source("user_session_features"),
     description="Session state pushed by features.realtime as events arrive (online only).",
     owner=FEATURES_OWNER,
     tags={"layer": "push", "table": "user_session_features"},

@@ -3,7 +3,8 @@
     python -m features.consistency [--at ISO_TS] [--sample 50] [--service ranker_v2 ...]
 
 For every feature service (or those given), a sample of entity rows from the latest snapshots
-((user, item, category) for rankers, queries for intent) is read online (`get_online_features`
+((user, item, category) for rankers, queries for intent; from the lake's feature tables with
+CARTWISE_OFFLINE_ENGINE=spark) is read online (`get_online_features`
 on the service, request time `at`) and offline by the path training uses (the set-based frame,
 features.frames, at `at`, default now), and every feature whose values differ is reported
 (floats compared with a 1e-6 relative tolerance). On-demand features are compared too: the
@@ -22,16 +23,49 @@ import math
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from features.feast_store import get_store
 from features.labels import labels_kind
+from features.lake import _filesystem
 from features.training_set import build_training_set
 from governance.db import transaction
+from governance.settings import get_settings
 
 BATCH_VIEWS = ("user_stats", "item_stats", "category_stats", "user_category_affinity")
 
 
+def _lake_recent(settings, table: str, columns: list[str]) -> pd.DataFrame:
+    """Distinct `columns` of a lake feature table's rows in its last 7 days (Spark path)."""
+    fs, root = _filesystem(f"{settings.lake_features()}/{table}")
+    data = ds.dataset(root, filesystem=fs, format="parquet")
+    ts = data.to_table(columns=["event_timestamp"])["event_timestamp"]
+    if len(ts) == 0:
+        return pd.DataFrame(columns=columns)
+    since = pc.subtract(pc.max(ts), pd.Timedelta(days=7).to_pytimedelta())
+    recent = data.to_table(columns=columns, filter=ds.field("event_timestamp") >= since)
+    return recent.to_pandas().drop_duplicates().sort_values(columns).reset_index(drop=True)
+
+
+def _spark_path(settings) -> bool:
+    return (settings or get_settings()).offline_engine == "spark"
+
+
 def sample_entities(settings=None, n: int = 50) -> pd.DataFrame:
+    if _spark_path(settings):
+        # The feature tables are the lake's; items stay in PostgreSQL (the system of record).
+        pairs = _lake_recent(settings or get_settings(), "user_category_features",
+                             ["user_id", "category"]).head(n)  # fmt: skip
+        with transaction(settings) as cur:
+            cur.execute(
+                """SELECT DISTINCT ON (p.user_id, p.category) p.user_id, i.item_id, p.category
+                   FROM unnest(%s::text[], %s::text[]) AS p(user_id, category)
+                   JOIN items i ON i.category = p.category
+                   ORDER BY p.user_id, p.category, md5(i.item_id || p.user_id)""",
+                (list(pairs["user_id"]), list(pairs["category"])),
+            )
+            return pd.DataFrame(cur.fetchall(), columns=["user_id", "item_id", "category"])
     with transaction(settings) as cur:
         cur.execute(
             """SELECT DISTINCT ON (f.user_id, f.category) f.user_id, i.item_id, f.category
@@ -49,6 +83,8 @@ def sample_entities(settings=None, n: int = 50) -> pd.DataFrame:
 
 
 def sample_queries(settings=None, n: int = 50) -> pd.DataFrame:
+    if _spark_path(settings):
+        return _lake_recent(settings or get_settings(), "query_features", ["query"]).head(n)
     with transaction(settings) as cur:
         cur.execute(
             """SELECT DISTINCT query FROM query_features

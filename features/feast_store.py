@@ -59,6 +59,12 @@ def apply(settings=None, skip_source_validation: bool = True):
     # Feast imports the repo's modules by name; its own CLI puts the repo on sys.path the same way.
     if str(REPO_PATH) not in sys.path:
         sys.path.insert(0, str(REPO_PATH))
+    # ... and Python caches them: drop what an earlier apply imported, so the sources follow
+    # this call's environment (CARTWISE_OFFLINE_ENGINE), not the first apply's.
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if origin.startswith(str(REPO_PATH) + os.sep):
+            del sys.modules[name]
     with _restoring_cwd():
         apply_total(config, REPO_PATH, skip_source_validation=skip_source_validation)
     return get_store(settings)

@@ -10,6 +10,10 @@ exported batch, the way a distributed engine is normally used (the PostgreSQL pi
 incremental by batch); tests/test_spark.py compares its tables with the PostgreSQL
 pipeline's, row for row.
 
+The MiniLM embeddings (`item_embeddings`, `user_embeddings`) are Python over PostgreSQL
+(features.embeddings), not feature SQL: the run copies them as they are to `<out>/<table>/`,
+so Feast's Spark sources find every table its views read (`--no-embeddings` skips the copy).
+
 `CARTWISE_SPARK_MASTER` (default `local[*]`) picks the cluster.
 """
 
@@ -22,30 +26,48 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from features.lake import SCHEMAS, lake_uri
+from features.lake import SCHEMAS, _filesystem, lake_uri
 from features.pipeline import PipelineParams, sql_files
-from features.sql_transpile import feature_table_schemas, spark_steps
+from features.sql_transpile import feature_table_schemas, spark_steps, written_tables
+from governance.db import transaction
 from governance.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# The tables the SQL files write (embeddings are Python, not SQL, and stay out).
-FEATURE_TABLES = (
-    "feature_user_hourly",
-    "feature_user_category_hourly",
-    "feature_item_hourly",
-    "feature_query_hourly",
-    "user_features",
-    "item_features",
-    "category_features",
-    "user_category_features",
-    "query_features",
-    "user_session_features",
-)
+# The embedding tables (Python, not SQL), copied from PostgreSQL with their Arrow types.
+EMBEDDING_TABLES = {
+    "item_embeddings": pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("title_hash", pa.string()),
+            ("title_embedding", pa.list_(pa.float32())),
+        ]
+    ),
+    "user_embeddings": pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("recent_items_embedding", pa.list_(pa.float32())),
+        ]
+    ),
+}
+
+
+@lru_cache(maxsize=1)
+def feature_tables() -> tuple[str, ...]:
+    """The tables the feature SQL writes, read from the SQL itself (its INSERT targets)."""
+    return written_tables(sql_files(), PipelineParams().sql_params())
+
+
 # Keys that ingest upserts: the lake may hold a key in several batches; the last batch wins.
 LAKE_KEYS = {"items": ("item_id",), "users": ("user_id",), "labelled_queries": ("query_id",)}
 
@@ -118,7 +140,7 @@ def _spark_type(t) -> str:
 def _empty_tables(spark) -> dict:
     schemas = feature_table_schemas()
     tables = {}
-    for name in FEATURE_TABLES:
+    for name in feature_tables():
         ddl = ", ".join(f"`{c}` {t}" for c, t in schemas[name])
         tables[name] = spark.createDataFrame([], ddl)
         tables[name].createOrReplaceTempView(name)
@@ -154,13 +176,17 @@ def run(
     *,
     out: str | None = None,
     progress: bool = False,
+    embeddings: bool = True,
 ) -> SparkRunReport:
     """Rebuild every feature table on Spark from the lake and write them as Parquet."""
     settings = settings or get_settings()
     params = params or PipelineParams()
     spark = spark or spark_session(settings.spark_master)
+    # Feast's Spark offline store turns this on in the session it shares; the transpiled SQL
+    # quotes plain column names with backticks, which it would read as regular expressions.
+    spark.conf.set("spark.sql.parser.quotedRegexColumnNames", "false")
     uri = lake_uri(settings)
-    out = out or f"{uri}/features"
+    out = out or settings.lake_features()
     report = SparkRunReport(out=out)
     read_lake(spark, uri)
     tables = _empty_tables(spark)
@@ -177,11 +203,33 @@ def run(
                 _append(spark, tables, step.name, df, step.columns)
         report.seconds[path.stem] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    for name in FEATURE_TABLES:
+    for name in feature_tables():
         tables[name].write.mode("overwrite").parquet(f"{out}/{name}")
         report.rows[name] = spark.read.parquet(f"{out}/{name}").count()  # Parquet metadata
     report.seconds["write"] = round(time.perf_counter() - t0, 3)
+    if embeddings:
+        t0 = time.perf_counter()
+        report.rows.update(copy_embeddings(settings, out))
+        report.seconds["embeddings_copy"] = round(time.perf_counter() - t0, 3)
     return report
+
+
+def copy_embeddings(settings: Settings, out: str) -> dict[str, int]:
+    """Write PostgreSQL's embedding tables to `<out>/<table>/part-0.parquet` (replacing them)."""
+    fs, root = _filesystem(out)
+    rows = {}
+    with transaction(settings) as cur:
+        for table, schema in EMBEDDING_TABLES.items():
+            cur.execute(f"SELECT {', '.join(schema.names)} FROM {table}")
+            data = pa.Table.from_pylist(
+                [dict(zip(schema.names, r)) for r in cur.fetchall()], schema=schema
+            )
+            folder = f"{root}/{table}"
+            fs.delete_dir_contents(folder, missing_dir_ok=True)
+            fs.create_dir(folder, recursive=True)
+            pq.write_table(data, f"{folder}/part-0.parquet", filesystem=fs)
+            rows[table] = data.num_rows
+    return rows
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -204,6 +252,9 @@ def _main(argv: list[str] | None = None) -> None:
         default=3,
         help="searches a query needs to get query features (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-embeddings", action="store_true", help="do not copy the embedding tables"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -214,6 +265,7 @@ def _main(argv: list[str] | None = None) -> None:
         PipelineParams(min_query_searches=args.min_query_searches),
         out=args.out,
         progress=True,
+        embeddings=not args.no_embeddings,
     )
     print(json.dumps(report.__dict__, indent=2))
 

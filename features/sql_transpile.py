@@ -170,6 +170,16 @@ def spark_steps(path: Path, params: dict) -> Iterator[Step]:
             raise ValueError(f"{path.name}: no Spark step for {st.sql('postgres')[:80]!r}")
 
 
+def written_tables(paths: list[Path], params: dict) -> tuple[str, ...]:
+    """The tables the feature SQL files INSERT into, in the order they are first written."""
+    tables: dict[str, None] = {}
+    for path in paths:
+        for step in spark_steps(path, params):
+            if step.kind == "insert":
+                tables.setdefault(step.name)
+    return tuple(tables)
+
+
 def feature_table_schemas() -> dict[str, list[tuple[str, str]]]:
     """(column, Spark type) per feature table, from the migration's CREATE TABLE statements."""
     tree = ast.parse(MIGRATION.read_text())

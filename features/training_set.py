@@ -37,6 +37,18 @@ import pandas as pd
 
 from features.frames import frame_table, stock_training_set
 from features.labels import labels_sql
+from governance.db import transaction
+
+
+def is_spark(store) -> bool:
+    """Whether the store's offline side is Feast's Spark offline store."""
+    return getattr(store.config.offline_store, "type", None) == "spark"
+
+
+def _pg_frame(sql: str, settings=None) -> pd.DataFrame:
+    with transaction(settings) as cur:
+        cur.execute(sql)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
 
 
 def build_training_set(
@@ -47,7 +59,8 @@ def build_training_set(
     end: datetime | str | None = None,
     entity_df: pd.DataFrame | str | None = None,
     full_feature_names: bool = False,
-    method: str = "lateral",
+    method: str | None = None,
+    settings=None,
 ) -> pd.DataFrame:
     """Labels joined point-in-time with the feature service's features, in memory.
 
@@ -56,15 +69,22 @@ def build_training_set(
     `request_ts_s` is added from event_timestamp when missing).
     `method`: "lateral" (set-based, bounded memory: features.frames) or "stock" (Feast's
     get_historical_features, the reference). For a frame too big for memory, write it to
-    Parquet with `features.frames.build_frame`.
+    Parquet with `features.frames.build_frame`. Default: "lateral" on PostgreSQL, "stock" when
+    the store's offline store is Spark (CARTWISE_OFFLINE_ENGINE=spark): the point-in-time join
+    then runs in Feast's Spark offline store (the labels SQL still runs in PostgreSQL, the
+    one `settings` names).
     """
+    if method is None:
+        method = "stock" if is_spark(store) else "lateral"
     if method not in ("stock", "lateral"):
         raise ValueError(f"method must be 'stock' or 'lateral', not {method!r}")
     if entity_df is None:
         if start is None or end is None:
             raise ValueError("give start and end, or entity_df")
         entity_df = labels_sql(feature_service_name, start, end)
-    elif isinstance(entity_df, pd.DataFrame):
+    if isinstance(entity_df, str) and method == "stock" and is_spark(store):
+        entity_df = _pg_frame(entity_df, settings)  # label SQL is PostgreSQL's; Spark gets rows
+    if isinstance(entity_df, pd.DataFrame):
         entity_df = entity_df.copy()
         entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
         if "request_ts_s" not in entity_df:

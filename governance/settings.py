@@ -54,7 +54,14 @@ class Settings(BaseSettings):
         "hdfs://); unset means data_dir/lake.",
     )
     spark_master: str = Field(
-        default="local[*]", description="Spark master URL for the Spark feature pipeline."
+        default="local[*]",
+        description="Spark master URL for the Spark feature pipeline and Feast's Spark engines.",
+    )
+    offline_engine: Literal["postgres", "spark"] = Field(
+        default="postgres",
+        description="Feast's offline side: 'postgres' (the feature tables in PostgreSQL) or "
+        "'spark' (Feast's Spark offline store and compute engine over the lake's feature "
+        "tables, written by features.spark_pipeline; run `feast apply` again after switching).",
     )
     data_dir: Path = Field(default=Path("data"), description="Embedded database, reports, models.")
     env: str = Field(
@@ -134,6 +141,10 @@ class Settings(BaseSettings):
     def lake(self) -> str:
         """The lake's URI: CARTWISE_LAKE_URI, else the folder data_dir/lake."""
         return self.lake_uri or str((self.data_dir / "lake").resolve())
+
+    def lake_features(self) -> str:
+        """Where features.spark_pipeline writes the feature tables (Feast's Spark sources)."""
+        return f"{self.lake()}/features"
 
 
 @lru_cache(maxsize=1)

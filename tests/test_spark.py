@@ -1,5 +1,7 @@
-"""The Spark path: the lake export is incremental and idempotent, and the feature SQL transpiled
-to Spark produces the PostgreSQL pipeline's feature tables row for row.
+"""The Spark path: the lake export is incremental and idempotent, the feature SQL transpiled
+to Spark produces the PostgreSQL pipeline's feature tables row for row, training sets from
+Feast's Spark offline store equal the PostgreSQL ones, and materialisation through Feast's Spark
+compute engine into a Redis Cluster is consistent with the offline side.
 
 One SparkSession (local[2], few shuffle partitions) and one small shop for the module: starting
 Spark and running the pipeline twice are the slow parts.
@@ -8,6 +10,7 @@ Spark and running the pipeline twice are the slow parts.
 from __future__ import annotations
 
 import math
+import os
 from datetime import timedelta
 
 import pandas as pd
@@ -15,8 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import lake, pipeline
-from features.spark_pipeline import FEATURE_TABLES
-from governance.db import transaction
+from features.labels import labels_sql
+from features.spark_pipeline import feature_tables
+from features.training_set import build_training_set
+from governance.db import feast_env, transaction
 from governance.settings import Settings
 from tests import feature_events as synthetic
 
@@ -148,15 +153,22 @@ def _differences(pg: pd.DataFrame, sp: pd.DataFrame, table: str) -> list[str]:
     return out
 
 
-def test_spark_pipeline_equals_postgres(shop, spark, tmp_path):
+@pytest.fixture(scope="module")
+def spark_run(shop, spark):
+    """The Spark pipeline over the shop's lake, once: to <lake>/features (Feast's sources)."""
     from features import spark_pipeline
 
+    return spark_pipeline.run(shop["settings"], spark)
+
+
+def test_spark_pipeline_equals_postgres(shop, spark_run):
     settings = shop["settings"]
-    report = spark_pipeline.run(settings, spark, out=str(tmp_path / "features"))
+    report = spark_run
+    assert report.out == settings.lake_features()
     problems = []
-    for table in FEATURE_TABLES:
+    for table in feature_tables():
         pg = _normalise(_pg_table(settings, table), KEYS[table])
-        sp = _normalise(pq.read_table(tmp_path / "features" / table).to_pandas(), KEYS[table])
+        sp = _normalise(pq.read_table(f"{report.out}/{table}").to_pandas(), KEYS[table])
         assert len(pg) > 0, table
         assert report.rows[table] == len(sp)
         problems += _differences(pg, sp, table)
@@ -173,3 +185,122 @@ def test_late_batch_reaches_back(shop):
         )
         (b1, lo1, hi1), (b2, lo2, hi2) = cur.fetchall()
     assert lo2 < hi1 - timedelta(hours=1)
+
+
+# ---------------------------------------------------------------- Feast on Spark
+END = synthetic.T0 + timedelta(days=6)
+
+
+@pytest.fixture(scope="module")
+def stores(shop, spark_run, redis_cluster):
+    """The same feature_repo applied twice: on PostgreSQL (SQLite online) and on Spark (the
+    Spark pipeline's Parquet feature tables; online store: the Redis Cluster)."""
+    from features import feast_store
+
+    settings = shop["settings"]
+    saved = {k: os.environ.get(k) for k in feast_env(settings)}
+    tag = settings.database_url.rsplit("/", 1)[-1][-8:]
+    pg_settings = settings.model_copy(update={"feast_project": f"cw_pg_{tag}"})
+    spark_settings = settings.model_copy(
+        update={
+            "feast_project": f"cw_spark_{tag}",
+            "offline_engine": "spark",
+            "spark_master": "local[2]",
+            "redis_url": redis_cluster.url,
+            "redis_cluster": True,
+        }
+    )
+    pg_store = feast_store.apply(pg_settings)
+    spark_store = feast_store.apply(spark_settings)
+    yield {"pg": pg_store, "spark": spark_store, "settings": spark_settings}
+    for key, value in saved.items():  # later modules get the environment they had
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _label_rows(settings, service: str) -> pd.DataFrame:
+    with transaction(settings) as cur:
+        cur.execute(labels_sql(service, synthetic.T0, END))
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+def _value(v):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return tuple(_value(x) for x in v)
+    if isinstance(v, pd.Timestamp):
+        return v.tz_localize("UTC") if v.tzinfo is None else v.tz_convert("UTC")
+    return v
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def test_spark_sources_and_engine_are_configured(stores):
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    fs = stores["spark"]
+    assert fs.config.offline_store.type == "spark"
+    from features.spark_engine import ENGINE_TYPE, SparkEngine
+
+    assert fs.config.batch_engine_config["type"] == ENGINE_TYPE
+    assert isinstance(fs._get_provider().batch_engine, SparkEngine)
+    assert fs.config.online_store.redis_type == "redis_cluster"
+    views = fs.list_batch_feature_views() + fs.list_stream_feature_views()
+    sources = {v.name: v.batch_source for v in views}
+    assert sources and all(isinstance(s, SparkSource) for s in sources.values()), sources
+    assert sources["user_stats"].path == f"{stores['settings'].lake_features()}/user_features"
+    # Same services and feature names on both engines.
+    for name in ("ranker_v1", "ranker_v2", "intent_v1"):
+        pg = stores["pg"].get_feature_service(name).feature_view_projections
+        sp = fs.get_feature_service(name).feature_view_projections
+        assert [(p.name, [f.name for f in p.features]) for p in pg] == [
+            (p.name, [f.name for f in p.features]) for p in sp
+        ]
+
+
+@pytest.mark.parametrize("service", ["ranker_v2", "intent_v1"])
+def test_spark_training_set_equals_postgres(stores, service):
+    rows = _label_rows(stores["settings"], service)
+    assert len(rows) > 50
+    pg = build_training_set(stores["pg"], service, entity_df=rows, method="stock")
+    sp = build_training_set(stores["spark"], service, entity_df=rows)  # Spark: stock default
+    assert sorted(pg.columns) == sorted(sp.columns)
+    assert len(pg) == len(sp) == len(rows)
+    keys = ["event_id"]
+    pg = pg.sort_values(keys).reset_index(drop=True)
+    sp = sp.sort_values(keys).reset_index(drop=True)
+    problems = []
+    for col in pg.columns:
+        for i, (a, b) in enumerate(zip(pg[col], sp[col])):
+            a, b = _value(a), _value(b)
+            if not _same(a, b):
+                problems.append(f"{col} {pg['event_id'][i]}: PostgreSQL {a!r} != Spark {b!r}")
+                break
+    assert problems == []
+    feats = [c for c in ("ctr_7d", "item_ctr_smoothed_30d", "searches_30d") if c in sp]
+    assert feats and sp[feats].notna().any().all()  # the join found rows, not only nulls
+
+
+def test_spark_materialize_into_redis_cluster_is_consistent(stores):
+    from features.consistency import check, check_all, sample_entities
+
+    fs, settings = stores["spark"], stores["settings"]
+    fs.materialize(start_date=synthetic.T0 - timedelta(days=1), end_date=END)
+    report = check(fs, sample_entities(settings, n=20), at=END)  # stock PIT on Spark
+    assert report["compared"] > 0
+    assert report["mismatches"] == []
+    services = check_all(fs, settings, n=10, at=END)  # every service, as the CLI runs it
+    for name, r in services.items():
+        assert r["compared"] > 0, name
+        assert r["mismatches"] == [], name
