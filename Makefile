@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv services lint format test demo bench bench-scale clean serve train stop retrain loop
+.PHONY: help venv services lint format test demo bench bench-scale bench-spark clean serve train stop retrain loop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -97,6 +97,10 @@ bench: venv services  ## run the benchmarks, write benchmarks/results/latest.jso
 # Not part of bench or test: hours at the default 10M events (CARTWISE_BENCH_EVENTS).
 bench-scale: venv services  ## the whole path at scale, seconds and peak RSS per stage: results/scale.json, scale.png
 	nice -n 10 $(PY) -m benchmarks.bench_scale
+
+# Not part of bench or test: the Spark path next to PostgreSQL (default 1M events).
+bench-spark: venv services  ## Spark vs PostgreSQL pipeline and PIT, local[1] vs local[2]: results/spark.json
+	nice -n 10 $(PY) -m benchmarks.bench_spark
 
 stop:  ## stop the embedded PostgreSQL that make demo/serve/train leave running
 	$(EMBEDDED) $(PY) -m governance.db stop
