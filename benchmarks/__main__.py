@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
             records.append(rec)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    # A partial run (--only) replaces its own records and keeps the others' latest ones.
+    if RESULTS.exists() and set(args.only) != set(SUITES):
+        ran = {r["name"] for r in records}
+        kept = [r for r in json.loads(RESULTS.read_text())["records"] if r["name"] not in ran]
+        records = kept + records
     RESULTS.write_text(
         json.dumps(
             {

@@ -113,6 +113,7 @@ def bench_intent(max_steps: int = 120, seed: int = 0) -> list[dict]:
         "query_encoder_speedup_int8": round(enc_ms["torch"] / enc_ms["onnx-int8"], 3),
         "query_encoder_min_cosine_to_torch": {k: round(v, 4) for k, v in cosine.items()},
         "baseline": "PyTorch, same weights, same queries, one query per call",
+        "load_avg": [round(x, 2) for x in os.getloadavg()],  # (1, 5, 15 min) after timing
     }
     return [
         record("intent_encoder_speedup", ms["torch"] / ms["onnx-int8"], "x", 1.0, params),

@@ -285,12 +285,19 @@ def bench_recommend(
                     ]
                 )
             auth = {"X-API-Key": API_KEY}
+            load_before = os.getloadavg()
             svc = _run_load(rec, concurrency, warmup=16, headers=auth)
             base_run = _run_load(fst, concurrency, warmup=16, headers={})
             svc_c1 = _run_load(rec[:60], 1, warmup=4, headers=auth)
             mix = _mixed(svc_url, users, requests)
             mixed_c1 = _run_load(mix[: requests // 2], 1, warmup=4, headers=auth)
             mixed_c8 = _run_load(mix, concurrency, warmup=16, headers=auth)
+            # The machine's load while measuring (1, 5, 15 min): the ratios are only as good
+            # as the cores they had; a shared machine makes them noise.
+            load_avg = {
+                "before": [round(x, 2) for x in load_before],
+                "after": [round(x, 2) for x in os.getloadavg()],
+            }
     finally:
         for p in procs:
             _stop(p)
@@ -313,6 +320,7 @@ def bench_recommend(
         "feast_errors": base_run["errors"],
         "service_c1_p50_ms": round(svc_c1["p50_ms"], 2),
         "service_c1_p99_ms": round(svc_c1["p99_ms"], 2),
+        "load_avg": load_avg,
         "baseline": "feast serve /get-online-features ranker_v1, same user, same items, "
         f"{workers} workers",
     }
@@ -324,6 +332,7 @@ def bench_recommend(
         "errors": mixed_c1["errors"] + mixed_c8["errors"],
         "requests": len(mix),
         "cpus": os.cpu_count(),
+        "load_avg": load_avg,
     }
     return [
         record(

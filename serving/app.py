@@ -188,6 +188,11 @@ def load() -> ServingApp:
     """Models from the BentoML store, the Feast store, the catalogue: once per worker."""
     settings = serving_settings()
     configure(settings.log_format)
+    # One intra-op thread per call: a worker per core already runs calls side by side in its
+    # lanes, and torch's default (a thread per core per call) makes them fight for the cores.
+    import torch  # heavy: the worker that serves pays for it, not a module import
+
+    torch.set_num_threads(1)
     # The configured tags (':latest' by default): a reload picks up the newest model.
     ranker_tag = os.environ.get("CARTWISE_RANKER_MODEL", f"{RANKER_MODEL}:latest")
     ranker = stored_ranker(ranker_tag)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from serving.breaker import Breaker
+from serving.feature_plan import FeaturePlan, SharedCache, ranker_frame
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,22 @@ class StoreUnavailable(RuntimeError):
 class OnlineFeatures:
     """Feast online reads for one ranker: its feature service, and the user's context."""
 
-    def __init__(self, store, feature_service_name: str, cooldown_s: float = 1.0):
+    def __init__(
+        self,
+        store,
+        feature_service_name: str,
+        cooldown_s: float = 1.0,
+        cache_s: float | None = 60.0,
+    ):
+        """`cache_s`: how long item- and category-level values may be kept between
+        materialisations (serving.feature_plan); 0 reads every value fresh, but still in parts;
+        None reads the whole service in one `get_online_features` call, as Feast serves it."""
         self.store = store
         self.feature_service_name = feature_service_name
         self.breaker = Breaker("online store", StoreUnavailable, cooldown_s)
+        self.cache_s = cache_s
         self._service = None
+        self._plan: tuple[FeaturePlan, SharedCache] | None = None
 
     def _feature_service(self):
         # Resolved lazily (and kept): the registry may be down when the service starts.
@@ -69,6 +81,12 @@ class OnlineFeatures:
             "category": list(categories),
             "request_ts_s": [int(request_ts_s)] * len(items),
         }
+        if self.cache_s is not None:
+            if self._plan is None:
+                plan = FeaturePlan(self.store, self._feature_service())
+                self._plan = (plan, SharedCache(self.store, plan, ttl_s=self.cache_s))
+            plan, cache = self._plan
+            return ranker_frame(plan, cache, user_id, items, categories, request_ts_s)
         resp = self.store.get_online_features(features=self._feature_service(), entity_rows=rows)
         return pd.DataFrame(resp.to_dict())
 
@@ -142,5 +160,6 @@ def ranker_input(features: pd.DataFrame, spec) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = None
     for col in spec.dense:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        if not pd.api.types.is_numeric_dtype(frame[col].dtype):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame

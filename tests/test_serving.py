@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import psycopg2
 import pytest
 import redis as redis_lib
@@ -613,6 +614,49 @@ def test_every_connection_has_timeouts(world):
     online = feast_env(s)["CARTWISE_ONLINE_STORE"]
     assert "socket_timeout=" in online and "socket_connect_timeout=" in online
     assert "retry=null" in online  # no retries with backoff inside one request
+
+
+def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world, facts):
+    """The ranker's features as serving reads them (views keyed by the user per request, item
+    and category views cached, on-demand views over all rows by their own definitions) equal
+    one `get_online_features` call on the feature service: fresh, from the cache, and after a
+    materialisation moves the watermark (which drops the cache)."""
+    from features.feast_store import get_store
+    from governance.privacy import pseudonymise
+    from serving.catalog import load_catalog
+    from serving.features import OnlineFeatures
+
+    s = world["settings"]
+    store = get_store(s)
+    cat = load_catalog(s)
+    items = [i for i in cat.items.index if cat.category_of(i)]
+    cats = [cat.category_of(i) for i in items]
+    key = s.pseudonym_key.get_secret_value()
+    users = [pseudonymise(facts.user, key), pseudonymise(facts.other_user, key), None]
+    stock = OnlineFeatures(store, "ranker_v1", cache_s=None)
+    served = OnlineFeatures(store, "ranker_v1", cache_s=600)
+    now = int(time.time())
+
+    def agree():
+        for user in users:
+            want = stock.ranker_features(user, items, cats, now)
+            got = served.ranker_features(user, items, cats, now)
+            assert sorted(got.columns) == sorted(want.columns)
+            pd.testing.assert_frame_equal(got[list(want.columns)], want)
+
+    agree()
+    _, cache = served._plan
+    assert cache.misses > 0 and cache.hits > 0
+    hits = cache.hits
+    agree()
+    assert cache.hits - hits == 3 * (len(items) + len(set(cats)))  # all from the cache
+    cache.recheck_s = 0
+    before = cache.watermark()
+    store.materialize_incremental(datetime.now(UTC))
+    assert cache.watermark() != before
+    misses = cache.misses
+    agree()
+    assert cache.misses > misses  # read again after the materialisation
 
 
 def test_a_held_lock_delays_only_events(server, world, facts):
