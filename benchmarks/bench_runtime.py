@@ -71,7 +71,7 @@ def bench_intent(max_steps: int = 120, seed: int = 0) -> list[dict]:
         seed=seed,
     )
     res = train(args, data=data)
-    predictor = res["candidates"]["finetune"]
+    predictor = res.candidates["finetune"]
     _, _, test = split_queries(
         data.assign(category=data["category"].where(data["category"].notna(), None)),
         args.val_frac,

@@ -155,8 +155,11 @@ def build(
         feature_names=names,
         lineage=lineage,
     )
-    profiles = profile(frame, list(res["spec"].dense))
-    ranker_tag = save_ranker(_WithProfile(res["bundle"], profiles), res["test"], res["lineage"])
+    # The DCN whatever the ship gate chose: these worlds test serving (an event must move the
+    # next list), not which model the job would ship on so little data.
+    dcn = res.candidates["dcn_v2"]
+    profiles = profile(frame, list(res.spec.dense))
+    ranker_tag = save_ranker(_WithProfile(dcn, profiles), res.test, res.lineage)
     labelled = load_labelled(settings)
     ires = train_intent(
         IntentTrainArgs(
@@ -164,15 +167,13 @@ def build(
         ),
         data=labelled,
     )
-    intent_tag = save_intent(
-        ires["predictor"], {"test": ires["test"][ires["winner"]]}, ires["lineage"]
-    )
+    intent_tag = save_intent(ires.predictor, {"test": ires.test[ires.winner]}, ires.lineage)
     return {
         "sim": sim,
-        "facts": world_facts(settings, sim, ires["predictor"], labelled),
+        "facts": world_facts(settings, sim, ires.predictor, labelled),
         "ranker_tag": ranker_tag,
         "intent_tag": intent_tag,
-        "bundle": res["bundle"],
+        "bundle": dcn,
         "profiles": profiles,
         "bentoml_home": os.environ.get("BENTOML_HOME"),
     }

@@ -54,16 +54,23 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
     )
     res = train(args, frame=frame, feature_names=names, truth=truth, lineage=lineage)
 
-    spec = res["spec"]
+    spec = res.spec
     assert "position" not in spec.dense and "label" not in spec.dense
     assert "last_event_ts_s" not in spec.dense and "ctr_7d" in spec.dense
-    assert {"model", "logreg", "popularity", "oracle"} <= set(res["test"])
-    assert res["test"]["oracle"]["events_matched"] == res["lineage"]["rows"]["test"]
+    assert {"model", "logreg", "popularity", "oracle", "oracle_position_free"} <= set(res.test)
+    assert res.test["oracle"]["events_matched"] == res.lineage["rows"]["test"]
+    # The position-free oracle is the ceiling of a ranker that never sees the slot.
+    free = res.test["oracle_position_free"]
+    assert free["events_matched"] == res.lineage["rows"]["test"]
+    assert res.test["model"]["auc_fraction_of_position_free_oracle"] == pytest.approx(
+        res.test["model"]["auc"] / free["auc"]
+    )
 
-    before = res["bundle"].predict(frame)
-    np.testing.assert_array_equal(load_ranker(res["tag"]).predict(frame), before)
+    before = res.bundle.predict(frame)
+    np.testing.assert_array_equal(load_ranker(res.tag).predict(frame), before)
 
-    meta = info(res["tag"])
+    meta = info(res.tag)
+    assert meta["metadata"]["kind"] == res.shipped
     assert meta["metadata"]["feature_service"] == "ranker_v1"
     assert meta["labels"]["feature_service"] == "ranker_v1"
     sim_batches = {
@@ -80,7 +87,7 @@ def test_ranker_from_feast_round_trip(settings, tmp_path, monkeypatch):
     assert meta["lineage"]["batch_ids"] == sorted(batch_ids)
     assert set(meta["metadata"]["time_range"]) == {"train", "val", "test"}
     assert meta["metadata"]["time_range"]["train"][0] <= meta["metadata"]["time_range"]["test"][0]
-    assert meta["metrics"]["model"]["auc"] == pytest.approx(res["test"]["model"]["auc"])
+    assert meta["metrics"]["model"]["auc"] == pytest.approx(res.test["model"]["auc"])
 
 
 def test_retail_purchases_from_db_excludes_returns(settings, tmp_path):

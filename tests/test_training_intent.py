@@ -25,19 +25,19 @@ def trained(tmp_path_factory):
 
 
 def test_every_candidate_scored_and_winner_is_best_on_validation(trained):
-    val = trained["validation"]
+    val = trained.validation
     assert set(val) == {"tfidf_lr", "embed_lr", "finetune", "ensemble"}
     best = max(v["selection_score"] for v in val.values())
-    assert val[trained["winner"]]["selection_score"] == best
-    assert trained["predictor"].kind == trained["winner"]
+    assert val[trained.winner]["selection_score"] == best
+    assert trained.predictor.kind == trained.winner
     # The TF-IDF baseline on these template queries is far above chance (1/4).
-    assert trained["test"]["tfidf_lr"]["intent"]["accuracy"] > 0.8
+    assert trained.test["tfidf_lr"]["intent"]["accuracy"] > 0.8
 
 
 def test_report_is_self_contained(trained):
-    folder = trained["folder"]
+    folder = trained.folder
     report = json.loads((folder / "report.json").read_text())
-    assert report["winner"] == trained["winner"]
+    assert report["winner"] == trained.winner
     assert report["feature_service"] == "intent_v1"
     assert (folder / "confusion_intent.png").stat().st_size > 0
     assert "confusion_intent.png" in report["plots"]
@@ -63,10 +63,10 @@ def test_store_round_trip_predicts_identically(trained, kind, tmp_path, monkeypa
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     from training.bundles import info, load_intent, save_intent
 
-    pred = trained["candidates"][kind]
+    pred = trained.candidates[kind]
     queries = ["buy acme phone", "best sofas", "where is my laptop order", "zzz"]
     before = pred.predict_proba(queries)
-    tag = save_intent(pred, trained["test"][kind], trained["lineage"])
+    tag = save_intent(pred, trained.test[kind], trained.lineage)
     assert (tmp_path / "bento" / "models" / "cartwise-intent").is_dir()
     loaded = load_intent(tag)
     after = loaded.predict_proba(queries)
@@ -100,7 +100,7 @@ def test_cli_with_csv_of_another_taxonomy(tmp_path):
             "--no-tensorboard",
         ]
     )
-    assert res["predictor"].intents == ["compare", "explore", "help", "purchase"]
+    assert res.predictor.intents == ["compare", "explore", "help", "purchase"]
 
 
 def test_labels_from_database(settings):
@@ -138,7 +138,8 @@ def test_weak_labels_only_reach_training_split(tmp_path):
         data=data,
         weak=weak,
     )
-    rows = res["lineage"]["rows"]
+    rows = res.lineage["rows"]
     # The weak row for a query that landed in validation/test is dropped, not trained on.
-    assert rows["weak_in_train"] in (1, 2)
+    assert rows["weak_offered"] in (1, 2) and res.weak.with_weak.weak_rows == rows["weak_offered"]
+    assert res.weak.with_weak.train_rows == res.weak.without.train_rows + rows["weak_offered"]
     assert rows["train"] + rows["val"] + rows["test"] == len(data) + rows["weak_in_train"]

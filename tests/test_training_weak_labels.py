@@ -1,8 +1,13 @@
 """Weak-label rules on hand-made sessions, and the same rules over the events table."""
 
+import json
+
 import pandas as pd
+import pytest
 
 from governance.db import transaction
+from tests.training_data import intent_queries
+from training.intent import IntentTrainArgs, train
 from training.weak_labels import label_events, rule_counts, weak_labels
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -89,3 +94,32 @@ def test_weak_labels_from_events_table(settings):
             )
     out = weak_labels(settings)
     assert set(out["query"]) == {"iphone 15", "sofas", "gift ideas", "mug"}
+
+
+@pytest.mark.parametrize("kind", ["correct", "wrong"])
+def test_weak_labels_admitted_only_when_they_raise_validation_macro_f1(kind, tmp_path):
+    """60 labelled queries (9 for validation) and 400 weak ones: correct weak labels raise
+    the labelled validation macro-F1 and are admitted; the same queries with every intent
+    rotated to the next one lower it and are refused. Both trials are reported."""
+    queries = intent_queries(460, seed=0)
+    data = queries.iloc[:60].reset_index(drop=True)
+    weak = queries.iloc[60:].assign(source="weak", rule="buy_after_search")
+    if kind == "wrong":
+        intents = sorted(data["intent"].unique())
+        rotate = {a: intents[(i + 1) % len(intents)] for i, a in enumerate(intents)}
+        weak = weak.assign(intent=weak["intent"].map(rotate))
+    args = IntentTrainArgs(out_dir=str(tmp_path), candidates=("tfidf_lr",), tensorboard=False)
+    res = train(args, data=data, weak=weak.reset_index(drop=True))
+    d = res.weak
+    without, with_weak = d.without.val_macro_f1, d.with_weak.val_macro_f1
+    assert d.admitted == (kind == "correct") == (with_weak > without)
+    rows = res.lineage["rows"]
+    assert rows["weak_offered"] == 400 and d.with_weak.weak_rows == 400
+    assert rows["weak_in_train"] == (400 if d.admitted else 0)
+    shipped = d.with_weak if d.admitted else d.without
+    assert res.predictor is shipped.candidates[shipped.winner]
+    report = json.loads(res.report.read_text())["weak_labels"]
+    assert report["admitted"] == d.admitted and report["rules"] == {"buy_after_search": 400}
+    assert report["without"]["val_intent_macro_f1"] == pytest.approx(without)
+    assert report["with"]["val_intent_macro_f1"] == pytest.approx(with_weak)
+    assert report["val_macro_f1_gain"] == pytest.approx(with_weak - without)

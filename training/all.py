@@ -87,14 +87,16 @@ def _shared(ns: argparse.Namespace, *names: str) -> dict:
 def run_intent(ns) -> dict:
     args = from_namespace(intent.IntentTrainArgs, ns, "intent_", **_shared(ns, *SHARED))
     res = intent.train(args, settings=get_settings())
-    out = {"shipped": res["winner"], "tag": res.get("tag"), "report": str(res["report"])}
-    for k in res["validation"]:
+    out = {"shipped": res.winner, "tag": res.tag, "report": str(res.report)}
+    for k in res.validation:
         out[k] = {
-            "val_score": res["validation"][k]["selection_score"],
-            "test_intent_macro_f1": res["test"][k]["intent"]["macro_f1"],
-            "test_intent_accuracy": res["test"][k]["intent"]["accuracy"],
+            "val_score": res.validation[k]["selection_score"],
+            "test_intent_macro_f1": res.test[k]["intent"]["macro_f1"],
+            "test_intent_accuracy": res.test[k]["intent"]["accuracy"],
         }
-    out["rows"] = res["lineage"]["rows"]
+    out["rows"] = res.lineage["rows"]
+    if res.weak:
+        out["weak_labels"] = {k: v for k, v in res.weak.asdict().items() if k != "rules"}
     return out
 
 
@@ -103,16 +105,26 @@ def run_ranker(ns) -> dict:
         ranker.RankerTrainArgs, ns, "ranker_", feast="", truth=ns.truth, **_shared(ns, *SHARED)
     )
     res = ranker.train(args)
-    keep = ("auc", "logloss", "pr_auc", "ndcg@10", "recall@20", "events_matched")
+    keep = (
+        "auc",
+        "logloss",
+        "pr_auc",
+        "ndcg@10",
+        "recall@20",
+        "events_matched",
+        "auc_fraction_of_position_free_oracle",
+    )
     return {
-        "tag": res.get("tag"),
-        "report": str(res["report"]),
-        "rows": res["lineage"]["rows"],
-        "batch_ids": len(res["lineage"]["batch_ids"]),
-        "train_samples_per_s": res["train_samples_per_s"],
-        "data_seconds": res["data_seconds"],
-        "train_seconds": res["train_seconds"],
-        **{name: {k: v for k, v in m.items() if k in keep} for name, m in res["test"].items()},
+        "tag": res.tag,
+        "shipped": res.shipped,
+        "ship_gate": res.gate.reason(),
+        "report": str(res.report),
+        "rows": res.lineage["rows"],
+        "batch_ids": len(res.lineage["batch_ids"]),
+        "train_samples_per_s": res.train_samples_per_s,
+        "data_seconds": res.data_seconds,
+        "train_seconds": res.train_seconds,
+        **{name: {k: v for k, v in m.items() if k in keep} for name, m in res.test.items()},
     }
 
 

@@ -148,7 +148,7 @@ def save_ranker(
         name,
         bundle.save,
         service,
-        "dcn_v2",
+        getattr(bundle, "kind", "dcn_v2"),  # or "logreg" when the ship gate chose it
         metrics,
         lineage,
     )

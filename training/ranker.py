@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,23 @@ from governance.db import connect
 from training.bundles import RANKER_FEATURE_SERVICE, save_ranker
 from training.cli import arg, parse_dataclass
 from training.common import autocast, pick_device, run_dir, seed_everything, tb_writer
-from training.metrics import ctr_metrics, per_list, roc_auc
-from training.ranker_model import DCNv2, FeatureSpec, RankerBundle, RankerConfig, RankerTrain
+from training.ranker_eval import (
+    DCN,
+    LOGREG,
+    ShipGate,
+    evaluate,
+    popularity_scores,
+    ship_gate,
+)
+from training.ranker_model import (
+    DCNv2,
+    FeatureSpec,
+    LinearConfig,
+    LinearRanker,
+    RankerBundle,
+    RankerConfig,
+    RankerTrain,
+)
 from training.report import plot_pr_curves, write_report
 
 log = logging.getLogger(__name__)
@@ -93,7 +108,7 @@ class RankerTrainArgs:
     weight_decay: float = arg(0.0, "AdamW weight decay")
     batch_size: int = arg(512, "training batch size per process")
     epochs: int = arg(10, "passes over the training split (early stopping may end sooner)")
-    patience: int = arg(2, "epochs without validation AUC gain before stopping")
+    patience: int = arg(2, "epochs without validation log-loss gain before stopping")
     max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
     val_frac: float = arg(0.15, "share of lists (by time) for validation")
     test_frac: float = arg(0.15, "share of lists (latest) for the test report")
@@ -101,6 +116,12 @@ class RankerTrainArgs:
     device: str = arg("auto", "auto, cpu, cuda or cuda:N")
     tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
     save_model: bool = arg(False, "put the ranker in the BentoML model store")
+    min_gain: float = arg(
+        0.0,
+        "the DCN-v2 ships only if its validation AUC beats logistic regression's by more "
+        "than this; otherwise the regression ships (the same RankerBundle)",
+    )
+    n_boot: int = arg(200, "list-bootstrap resamples of the test intervals (0: none)")
 
 
 # ---------------------------------------------------------------- data
@@ -247,68 +268,7 @@ def _init_dist(device: torch.device) -> bool:
     return world > 1
 
 
-# ---------------------------------------------------------------- baselines
-
-
-def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, strength: float = 20.0):
-    """Smoothed item CTR from training: (clicks + s*p) / (impressions + s)."""
-    prior = float(train["label"].mean())
-    g = train.groupby("item_id")["label"].agg(["sum", "count"])
-    ctr = (g["sum"] + strength * prior) / (g["count"] + strength)
-    return test["item_id"].map(ctr).fillna(prior).to_numpy()
-
-
-def logreg_scores(spec: FeatureSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int):
-    """Logistic regression on the same dense and vector features (ids left out: one-hot of
-    hashed ids is what the embeddings are for)."""
-    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
-    from sklearn.linear_model import LogisticRegression
-
-    def x(frame):
-        enc = spec.encode(frame)
-        return torch.cat([enc["dense"], enc["vectors"]], 1).numpy()
-
-    xt = x(train)
-    if xt.shape[1] == 0 or train["label"].nunique() < 2:
-        return np.full(len(test), float(train["label"].mean()))
-    lr = LogisticRegression(max_iter=1000, random_state=seed).fit(xt, train["label"])
-    return lr.predict_proba(x(test))[:, 1]
-
-
-# ---------------------------------------------------------------- training
-
-
-@torch.no_grad()
-def _val_loss(train_mod: RankerTrain, enc, device, batch_size: int = 8192) -> float:
-    train_mod.eval()
-    total, n = 0.0, len(enc["label"])
-    for i in range(0, n, batch_size):
-        b = {k: v[i : i + batch_size].to(device) for k, v in enc.items()}
-        with autocast(device):
-            loss, _ = train_mod(b)
-        total += float(loss) * len(b["label"])
-    return total / max(n, 1)
-
-
-def train(
-    args: RankerTrainArgs,
-    frame: pd.DataFrame | None = None,
-    feature_names: list[str] | None = None,
-    truth: pd.DataFrame | None = None,
-    lineage: dict | None = None,
-) -> dict:
-    """`lineage` (label window, batch ids) comes with a frame from frame_from_feast."""
-    t0 = time.time()
-    device = pick_device(args.device)
-    distributed = _init_dist(device)
-    rank, world = _dist_info()
-    try:
-        return _train(
-            args, frame, feature_names, truth, device, distributed, rank, world, t0, lineage
-        )
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
+# ---------------------------------------------------------------- steps
 
 
 def numeric_objects(frame: pd.DataFrame) -> pd.DataFrame:
@@ -326,16 +286,76 @@ def numeric_objects(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _train(
-    args, frame, feature_names, truth, device, distributed, rank, world, t0, extra_lineage=None
-):
-    seed_everything(args.seed)
+@dataclass
+class RankerData:
+    """The frame split by time, the feature spec fitted on the training split, the encoded
+    tensors of each split and the lineage the report and the model store keep."""
+
+    splits: dict[str, pd.DataFrame]
+    spec: FeatureSpec
+    encoded: dict[str, dict[str, torch.Tensor]]
+    lineage: dict
+    has_position: bool
+    data_seconds: float
+
+
+@dataclass
+class DcnFit:
+    """The DCN-v2 at its best validation log loss, with its training curve."""
+
+    model: DCNv2
+    history: list[dict]
+    best_val_logloss: float
+    samples_per_s: float
+    train_seconds: float
+    position_bias: list[float] | None  # learned logit offsets of positions 0..9, if any
+
+
+@dataclass
+class RankerResult:
+    """What one rank of the ranker job returns. On rank 0: the shipped bundle (the DCN-v2
+    or, when it lost the ship gate, logistic regression), both candidates, the gate, the test
+    metrics with their intervals, the report and, with --save-model, the model's tag."""
+
+    rank: int
+    world_size: int
+    train_samples_per_s: float
+    bundle: RankerBundle | None = None
+    candidates: dict[str, RankerBundle] = field(default_factory=dict)
+    gate: ShipGate | None = None
+    test: dict = field(default_factory=dict)
+    intervals: dict = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
+    spec: FeatureSpec | None = None
+    history: list[dict] = field(default_factory=list)
+    folder: Path | None = None
+    report: Path | None = None
+    tag: str | None = None
+    data_seconds: float = 0.0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def shipped(self) -> str | None:
+        return self.gate.shipped if self.gate else None
+
+
+def prepare_data(
+    args: RankerTrainArgs,
+    frame: pd.DataFrame | None,
+    feature_names: list[str] | None,
+    lineage: dict | None,
+    dist_ctx: tuple[int, int, bool],
+    folder: Path | None,
+) -> RankerData:
+    """Frame (given, or loaded per --frame/--feast) -> time split -> feature spec fitted on
+    the training split (excluded columns dropped) -> encoded tensors."""
+    rank, world, distributed = dist_ctx
     t_data = time.time()
-    folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
     if frame is None:
         frame, names_, lineage_ = load_frame(args, rank, world, distributed, folder)
         feature_names = feature_names or names_
-        extra_lineage = extra_lineage or lineage_
+        lineage = lineage or lineage_
     frame = numeric_objects(frame)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     data_seconds = time.time() - t_data
@@ -345,8 +365,28 @@ def _train(
     spec = FeatureSpec.discover(
         splits["train"].drop(columns=list(excluded & set(frame.columns))), args.buckets, names
     )
-    enc = {k: spec.encode(v) for k, v in splits.items()}
-    cfg = RankerConfig(
+    batch_ids = (
+        sorted(int(b) for b in frame["batch_id"].dropna().unique()) if "batch_id" in frame else []
+    )
+    full_lineage = {
+        "time_range": ranges,
+        "batch_ids": batch_ids,
+        "rows": {k: len(v) for k, v in splits.items()},
+        "feature_service": args.feature_service,
+        **(lineage or {}),
+    }
+    return RankerData(
+        splits,
+        spec,
+        {k: spec.encode(v) for k, v in splits.items()},
+        full_lineage,
+        "position" in frame,
+        data_seconds,
+    )
+
+
+def dcn_config(args: RankerTrainArgs, spec: FeatureSpec) -> RankerConfig:
+    return RankerConfig(
         n_sparse=len(spec.sparse),
         n_dense=len(spec.dense),
         vector_dim=sum(spec.vectors.values()),
@@ -356,8 +396,40 @@ def _train(
         deep=tuple(int(x) for x in args.deep.split(",") if x),
         dropout=args.dropout,
     )
-    model = DCNv2(cfg).to(device)  # same seed on every rank, so the replicas start equal
-    train_mod = RankerTrain(model, position_bias=args.position_bias and "position" in frame)
+
+
+@torch.no_grad()
+def _val_loss(train_mod: RankerTrain, enc, device, batch_size: int = 8192) -> float:
+    train_mod.eval()
+    total, n = 0.0, len(enc["label"])
+    for i in range(0, n, batch_size):
+        b = {k: v[i : i + batch_size].to(device) for k, v in enc.items()}
+        with autocast(device):
+            loss, _ = train_mod(b)
+        total += float(loss) * len(b["label"])
+    return total / max(n, 1)
+
+
+def _epoch_order(n: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """Same permutation on every rank, padded by wrapping so all ranks take equal steps (an
+    uneven last step would leave one rank waiting in all-reduce forever); this rank's share."""
+    per_rank = int(np.ceil(n / world))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([perm, perm[: per_rank * world - n]])[rank::world]
+
+
+def fit_dcn(
+    args: RankerTrainArgs,
+    data: RankerData,
+    device: torch.device,
+    dist_ctx: tuple[int, int, bool],
+    writer=None,
+) -> DcnFit:
+    """AdamW on binary cross-entropy, early stopping on validation log loss; the weights of
+    the best epoch are kept. Under DDP every rank takes the same number of steps."""
+    rank, world, distributed = dist_ctx
+    model = DCNv2(dcn_config(args, data.spec)).to(device)  # same seed on every rank
+    train_mod = RankerTrain(model, position_bias=args.position_bias and data.has_position)
     ddp = (
         torch.nn.parallel.DistributedDataParallel(
             train_mod, device_ids=[device.index] if device.type == "cuda" else None
@@ -366,18 +438,12 @@ def _train(
         else train_mod
     )
     opt = torch.optim.AdamW(train_mod.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    writer = tb_writer(folder, args.tensorboard) if rank == 0 else None
-
-    n = len(splits["train"])
-    per_rank = int(np.ceil(n / world))
-    steps_per_epoch = max(1, int(np.ceil(per_rank / args.batch_size)))
-    best, best_state, bad, step, history, seen = float("inf"), None, 0, 0, [], 0
-    train_seconds = 0.0
+    enc = data.encoded["train"]
+    n = len(data.splits["train"])
+    steps_per_epoch = max(1, int(np.ceil(int(np.ceil(n / world)) / args.batch_size)))
+    best, best_state, bad, step, history, seen, seconds = float("inf"), None, 0, 0, [], 0, 0.0
     for epoch in range(args.epochs):
-        # Same permutation on every rank, padded by wrapping so all ranks take equal steps
-        # (an uneven last step would leave one rank waiting in all-reduce forever).
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
-        perm = torch.cat([perm, perm[: per_rank * world - n]])[rank::world]
+        order = _epoch_order(n, args.seed + epoch, rank, world)
         ddp.train()
         s = time.time()
         bar = tqdm(
@@ -387,8 +453,8 @@ def _train(
             disable=rank != 0 or bool(os.environ.get("TQDM_DISABLE")),
         )
         for i in bar:
-            idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
-            batch = {k: v[idx].to(device) for k, v in enc["train"].items()}
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            batch = {k: v[idx].to(device) for k, v in enc.items()}
             with autocast(device):
                 loss, _ = ddp(batch)
             opt.zero_grad(set_to_none=True)
@@ -401,8 +467,8 @@ def _train(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if args.max_steps and step >= args.max_steps:
                 break
-        train_seconds += time.time() - s
-        val = _val_loss(train_mod, enc["val"], device)
+        seconds += time.time() - s
+        val = _val_loss(train_mod, data.encoded["val"], device)
         history.append({"epoch": epoch, "val_logloss": val, "train_loss": loss.item()})
         if writer:
             writer.add_scalar("val/logloss", val, epoch)
@@ -418,106 +484,164 @@ def _train(
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
         if stop.item():
             break
-    model.load_state_dict(best_state)
-    bundle = RankerBundle(model.cpu().eval(), spec)
-    throughput = seen / max(train_seconds, 1e-9)
-    if rank != 0:
-        return {"rank": rank, "world_size": world, "train_samples_per_s": throughput}
-
-    test = splits["test"].copy()
-    test["score_model"] = bundle.predict(test)
-    test["score_popularity"] = popularity_scores(splits["train"], test)
-    test["score_logreg"] = logreg_scores(spec, splits["train"], test, args.seed)
-    y = test["label"].to_numpy()
-    results = {}
-    for name in ("model", "popularity", "logreg"):
-        results[name] = {**ctr_metrics(y, test[f"score_{name}"]), **per_list(test, f"score_{name}")}
-    if truth is None and args.truth:
-        truth = pd.read_parquet(args.truth)
-    if truth is not None:
-        p = test[["event_id"]].merge(truth[["event_id", "p_click"]], on="event_id", how="left")
-        have = p["p_click"].notna().to_numpy()
-        results["oracle"] = {
-            "auc": roc_auc(y[have], p["p_click"].to_numpy()[have]),
-            "events_matched": int(have.sum()),
-        }
-    plot_pr_curves(
-        folder / "pr_curve.png",
-        y,
-        {k: test[f"score_{k}"].to_numpy() for k in ("model", "popularity", "logreg")},
-        "ranker, test split",
-    )
-    bundle.save(folder / "model")
-    batch_ids = (
-        sorted(int(b) for b in frame["batch_id"].dropna().unique()) if "batch_id" in frame else []
-    )
-    lineage = {
-        "time_range": ranges,
-        "batch_ids": batch_ids,
-        "rows": {k: len(v) for k, v in splits.items()},
-        "feature_service": args.feature_service,
-        **(extra_lineage or {}),
-    }
+    if best_state is not None:  # a NaN validation loss never improves: keep the last weights
+        model.load_state_dict(best_state)
     pos_bias = (
         train_mod.position_bias.weight.detach().squeeze(-1)[1:11].tolist()
         if train_mod.position_bias is not None
         else None
     )
+    return DcnFit(model.cpu().eval(), history, best, seen / max(seconds, 1e-9), seconds, pos_bias)
+
+
+def fit_logreg(spec: FeatureSpec, train_enc: dict[str, torch.Tensor], seed: int) -> RankerBundle:
+    """Logistic regression on the same dense and vector features as the DCN (ids left out:
+    one-hot of hashed ids is what the embeddings are for), as a servable RankerBundle."""
+    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([train_enc["dense"], train_enc["vectors"]], 1).numpy()
+    y = train_enc["label"].numpy()
+    cfg = LinearConfig(len(spec.dense), sum(spec.vectors.values()))
+    if x.shape[1] == 0 or len(np.unique(y)) < 2:
+        p = float(np.clip(y.mean() if len(y) else 0.5, 1e-6, 1 - 1e-6))
+        model = LinearRanker.from_coefficients(cfg, np.zeros(x.shape[1]), np.log(p / (1 - p)))
+    else:
+        lr = LogisticRegression(max_iter=1000, random_state=seed).fit(x, y)
+        model = LinearRanker.from_coefficients(cfg, lr.coef_[0], lr.intercept_[0])
+    return RankerBundle(model, spec)
+
+
+def load_truth(args: RankerTrainArgs, truth: pd.DataFrame | None) -> pd.DataFrame | None:
+    if truth is None and args.truth:
+        truth = pd.read_parquet(args.truth)
+    return truth
+
+
+def write_outputs(
+    args: RankerTrainArgs,
+    res: RankerResult,
+    fit: DcnFit,
+    test: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    device: torch.device,
+    t0: float,
+) -> Path:
+    """PR curves, the shipped model's files and report.json in the run folder."""
+    plot_pr_curves(res.folder / "pr_curve.png", test["label"].to_numpy(), scores, "ranker, test")
+    res.bundle.save(res.folder / "model")
     body = {
         "args": args,
         "feature_service": args.feature_service,
-        "world_size": world,
+        "world_size": res.world_size,
         "device": str(device),
-        "features": dataclasses.asdict(spec) | {"mean": None, "std": None},
-        "history": history,
-        "best_val_logloss": best,
-        "test": results,
-        "train_samples_per_s": throughput,
-        "lineage": lineage,
-        "position_bias_logit_pos0_9": pos_bias,
-        "data_seconds": data_seconds,
-        "train_seconds": train_seconds,
+        "features": dataclasses.asdict(res.spec) | {"mean": None, "std": None},
+        "history": res.history,
+        "best_val_logloss": fit.best_val_logloss,
+        "ship_gate": res.gate.asdict(),
+        "shipped": res.shipped,
+        "test": res.test,
+        "intervals": res.intervals,
+        "train_samples_per_s": res.train_samples_per_s,
+        "lineage": res.lineage,
+        "position_bias_logit_pos0_9": fit.position_bias,
+        "data_seconds": res.data_seconds,
+        "train_seconds": res.train_seconds,
         "wall_seconds": time.time() - t0,
     }
-    report = write_report(folder, "ranker", body)
-    if writer:
-        writer.close()
-    out = {
-        "rank": 0,
-        "world_size": world,
-        "bundle": bundle,
-        "folder": folder,
-        "report": report,
-        "test": results,
-        "lineage": lineage,
-        "train_samples_per_s": throughput,
-        "history": history,
-        "spec": spec,
-        "data_seconds": data_seconds,
-        "train_seconds": train_seconds,
-        "wall_seconds": time.time() - t0,
+    return write_report(res.folder, "ranker", body)
+
+
+def train(
+    args: RankerTrainArgs,
+    frame: pd.DataFrame | None = None,
+    feature_names: list[str] | None = None,
+    truth: pd.DataFrame | None = None,
+    lineage: dict | None = None,
+) -> RankerResult:
+    """Train the DCN-v2 and the logistic-regression baseline, ship the DCN only if it beats
+    the baseline on validation AUC, score both on test. `lineage` (label window, batch ids)
+    comes with a frame from frame_from_feast."""
+    t0 = time.time()
+    device = pick_device(args.device)
+    distributed = _init_dist(device)
+    rank, world = _dist_info()
+    dist_ctx = (rank, world, distributed)
+    try:
+        seed_everything(args.seed)
+        folder = run_dir(args.out_dir, "ranker") if rank == 0 else None
+        data = prepare_data(args, frame, feature_names, lineage, dist_ctx, folder)
+        writer = tb_writer(folder, args.tensorboard) if rank == 0 else None
+        fit = fit_dcn(args, data, device, dist_ctx, writer)
+        if writer:
+            writer.close()
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank != 0:
+        return RankerResult(rank, world, fit.samples_per_s)
+
+    candidates = {
+        DCN: RankerBundle(fit.model, data.spec),
+        LOGREG: fit_logreg(data.spec, data.encoded["train"], args.seed),
     }
+    gate = ship_gate(data.splits["val"], candidates, args.min_gain)
+    log.info("ship gate: %s", gate.reason())
+    test = data.splits["test"]
+    scores = {
+        "model": candidates[DCN].predict(test),
+        "popularity": popularity_scores(data.splits["train"], test),
+        LOGREG: candidates[LOGREG].predict(test),
+    }
+    ev = evaluate(test, scores, load_truth(args, truth), n_boot=args.n_boot, seed=args.seed)
+    res = RankerResult(
+        rank=0,
+        world_size=world,
+        train_samples_per_s=fit.samples_per_s,
+        bundle=candidates[gate.shipped],
+        candidates=candidates,
+        gate=gate,
+        test=ev.metrics,
+        intervals=ev.intervals,
+        lineage=data.lineage,
+        spec=data.spec,
+        history=fit.history,
+        folder=folder,
+        data_seconds=data.data_seconds,
+        train_seconds=fit.train_seconds,
+    )
+    res.report = write_outputs(args, res, fit, test, scores, device, t0)
+    res.wall_seconds = time.time() - t0
     if args.save_model:
-        out["tag"] = save_ranker(bundle, metrics=results, lineage=lineage)
-    return out
+        metrics = {**res.test, "ship_gate": gate.asdict()}
+        res.tag = save_ranker(res.bundle, metrics=metrics, lineage=res.lineage)
+    return res
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> RankerResult:
     args = parse_dataclass(RankerTrainArgs, argv, "python -m training.ranker", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not args.frame and args.feast is None:
         raise SystemExit("give --frame PARQUET or --feast [REPO_PATH]")
     res = train(args)
-    if res["rank"] == 0:
-        print(f"report: {res['report']}")
-        if res.get("tag"):
-            print(f"model: {res['tag']}  batch_ids: {len(res['lineage']['batch_ids'])}")
-        for name, m in res["test"].items():
+    if res.rank == 0:
+        print(f"report: {res.report}")
+        print(res.gate.reason())
+        if res.tag:
+            print(f"model: {res.tag} ({res.shipped})  batch_ids: {len(res.lineage['batch_ids'])}")
+        for name, m in res.test.items():
             print(
-                f"  {name:10s} "
+                f"  {name:20s} "
                 + " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
             )
+        for name, m in res.intervals.items():
+            if isinstance(m, dict):
+                print(f"  {name:20s} " + "  ".join(f"{k} {_iv(v)}" for k, v in m.items()))
     return res
+
+
+def _iv(d: dict) -> str:
+    return f"{d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
 
 
 if __name__ == "__main__":

@@ -215,12 +215,49 @@ class RankerTrain(nn.Module):
         return loss, logits.detach()
 
 
-class RankerBundle:
-    """Model + feature spec: everything needed to score a frame exactly as in training."""
+@dataclass
+class LinearConfig:
+    n_dense: int
+    vector_dim: int
 
-    def __init__(self, model: DCNv2, spec: FeatureSpec):
+
+class LinearRanker(nn.Module):
+    """Logistic regression on the standardised dense features and the raw vectors (ids left
+    out), with the same forward signature as DCNv2: the ranker job's baseline, servable
+    through the same RankerBundle when it beats the DCN on validation."""
+
+    def __init__(self, cfg: LinearConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.linear = nn.Linear(cfg.n_dense + cfg.vector_dim, 1)
+
+    def forward(self, ids, dense, vectors):
+        return self.linear(torch.cat([dense, vectors], dim=1)).squeeze(-1)
+
+    @classmethod
+    def from_coefficients(cls, cfg: LinearConfig, coef, intercept: float) -> LinearRanker:
+        model = cls(cfg)
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.as_tensor(np.asarray(coef, np.float32).reshape(1, -1)))
+            model.linear.bias.fill_(float(intercept))
+        return model
+
+
+# Saved in ranker.json as "kind"; a file without it is a DCN-v2 (saved before the gate).
+KINDS = {"dcn_v2": (DCNv2, RankerConfig), "logreg": (LinearRanker, LinearConfig)}
+
+
+class RankerBundle:
+    """Model + feature spec: everything needed to score a frame exactly as in training.
+    The model is a DCNv2 or, when the ship gate chose the baseline, a LinearRanker."""
+
+    def __init__(self, model: DCNv2 | LinearRanker, spec: FeatureSpec):
         self.model = model.eval()
         self.spec = spec
+
+    @property
+    def kind(self) -> str:
+        return "logreg" if isinstance(self.model, LinearRanker) else "dcn_v2"
 
     @torch.no_grad()
     def predict(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
@@ -237,7 +274,10 @@ class RankerBundle:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), folder / "model.pt")
         (folder / "ranker.json").write_text(
-            json.dumps({"config": asdict(self.model.cfg), "spec": asdict(self.spec)}, indent=2)
+            json.dumps(
+                {"kind": self.kind, "config": asdict(self.model.cfg), "spec": asdict(self.spec)},
+                indent=2,
+            )
         )
         return folder
 
@@ -245,9 +285,11 @@ class RankerBundle:
     def load(cls, folder: str | Path) -> RankerBundle:
         folder = Path(folder)
         meta = json.loads((folder / "ranker.json").read_text())
+        net, config = KINDS[meta.get("kind", "dcn_v2")]
         cfg = meta["config"]
-        cfg["deep"] = tuple(cfg["deep"])
-        model = DCNv2(RankerConfig(**cfg))
+        if "deep" in cfg:
+            cfg["deep"] = tuple(cfg["deep"])
+        model = net(config(**cfg))
         model.load_state_dict(
             torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
         )

@@ -119,6 +119,10 @@ class _WithProfile:
     def __init__(self, bundle, profiles):
         self.bundle, self.profiles = bundle, profiles
 
+    @property
+    def kind(self) -> str:
+        return self.bundle.kind
+
     def save(self, folder):
         out = self.bundle.save(folder)
         save_profiles(self.profiles, folder)
@@ -193,12 +197,16 @@ def run(args: RetrainArgs, settings=None) -> RetrainResult:
         save_model=False,
     )
     res = train_ranker(targs, frame=frame, feature_names=names, lineage={"sources": sources})
-    result = gate(res["bundle"], serving, splits["test"], args.min_gain)
+    result = gate(res.bundle, serving, splits["test"], args.min_gain)
     registered = reloaded = None
     if result.wins:
-        profiles = profile(splits["train"], list(res["spec"].dense))
-        metrics = {**res["test"], "gate": asdict(result) | {"serving_model": serving_info["tag"]}}
-        registered = save_ranker(_WithProfile(res["bundle"], profiles), metrics, res["lineage"])
+        profiles = profile(splits["train"], list(res.spec.dense))
+        metrics = {
+            **res.test,
+            "ship_gate": res.gate.asdict(),
+            "gate": asdict(result) | {"serving_model": serving_info["tag"]},
+        }
+        registered = save_ranker(_WithProfile(res.bundle, profiles), metrics, res.lineage)
         if args.service_url:
             token = args.token or os.environ.get("CARTWISE_EVENTS_TOKEN", "cartwise-dev-token")
             try:
