@@ -26,7 +26,7 @@ CARTWISE_BENCH_SKIP_STOCK [0].
 Writes benchmarks/results/scale.json, `{"records": [{name, value (seconds), unit, params:
 {events, peak_rss_gb, ...}}]}`: this run's records replace those of the same event count, so
 runs at 1M, 3M and 10M add up, and benchmarks/results/scale.png (seconds and peak RSS per
-stage against events).
+stage against events); each size's records also go to scale-<size>.json (scale-1M.json).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from features.labels import labels_sql
 from governance.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
 STAGES = (
     "simulate",
     "ingest",
@@ -174,6 +175,10 @@ def run(events: int | None = None) -> list[dict]:
             url = settings.database_url
             env = {
                 **os.environ,
+                # the stages import this checkout's code (a worktree sharing an editable venv)
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+                ),
                 "DATABASE_URL": url,
                 "CARTWISE_DATA_DIR": str(folder / "data"),
                 "CARTWISE_FEAST_PROJECT": f"cwscale{uuid.uuid4().hex[:8]}",
@@ -219,9 +224,18 @@ def run(events: int | None = None) -> list[dict]:
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
                 save(records)  # a run stopped later still leaves the stages it measured
+                save(records, RESULTS / f"scale-{_label(events)}.json")  # this size alone
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return records
+
+
+def _label(events: int) -> str:
+    """1000000 -> 1M, 300000 -> 300k."""
+    for unit, size in (("M", 10**6), ("k", 10**3)):
+        if events >= size and events % size == 0:
+            return f"{events // size}{unit}"
+    return str(events)
 
 
 def save(records: list[dict], path: Path = RESULTS / "scale.json") -> dict:
