@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import pandas as pd
 
+# label: the user's last clean click on the same (session, item, list) is at or after the
+# impression -- one hash join with the clicks grouped per key. (Asked per impression as
+# EXISTS, it scanned the user's every later event: 93 s at 1M events, quadratic per user.)
 RANKER_LABELS_SQL = """
 SELECT i.event_id, i.event_ts AS event_timestamp, i.user_id, i.item_id, it.category,
        i.list_id, i.position, nullif(lower(btrim(i.query)), '') AS query, i.session_id,
        extract(epoch FROM i.event_ts)::bigint AS request_ts_s,
-       (EXISTS (SELECT 1 FROM events c
-                WHERE c.user_id = i.user_id AND c.event_ts >= i.event_ts
-                  AND c.event_type = 'click' AND NOT c.is_bot
-                  AND c.session_id = i.session_id AND c.item_id = i.item_id
-                  AND c.list_id = i.list_id))::int AS label
+       coalesce(c.last_click >= i.event_ts, false)::int AS label
 FROM events i
 JOIN items it ON it.item_id = i.item_id
+LEFT JOIN (
+    SELECT user_id, session_id, item_id, list_id, max(event_ts) AS last_click
+    FROM events
+    WHERE event_type = 'click' AND NOT is_bot AND event_ts >= '{start}'::timestamptz
+    GROUP BY user_id, session_id, item_id, list_id
+) c ON c.user_id = i.user_id AND c.session_id = i.session_id AND c.item_id = i.item_id
+   AND c.list_id = i.list_id
 WHERE i.event_type = 'impression' AND NOT i.is_bot
   AND i.event_ts >= '{start}'::timestamptz AND i.event_ts < '{end}'::timestamptz
 """

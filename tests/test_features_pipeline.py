@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from conftest import _drop, _url_for, make_database
 
 from features import pipeline
+from features.embeddings import write_user_embeddings
 from governance.db import transaction
 from governance.settings import Settings
 from tests import feature_events as synthetic
@@ -282,10 +284,6 @@ GROUP BY user_id, ts ORDER BY 1, 2
 def test_user_embeddings_equal_the_legacy_sql(settings):
     """Chunked numpy means == the old unnest/avg SQL (float32, 1e-6): title versions valid
     strictly before T, items without an embedding, ties, users with no events, small chunks."""
-    import numpy as np
-
-    from features.embeddings import write_user_embeddings
-
     catalog = _load(settings, n_sessions=120)
     pipeline.run(settings, embeddings=False)
     rng = np.random.default_rng(3)

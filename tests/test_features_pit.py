@@ -13,6 +13,7 @@ import pytest
 from conftest import _drop, _url_for, make_database
 
 from features import feast_store, pipeline
+from features.labels import labels_sql
 from features.training_set import build_training_set
 from governance.db import transaction
 from governance.settings import Settings
@@ -132,3 +133,32 @@ def test_lateral_matches_stock_on_edge_rows(env):
 def test_unknown_method_is_refused(env):
     with pytest.raises(ValueError):
         build_training_set(env["store"], "ranker_v1", start=synthetic.T0, end=END, method="fast")
+
+
+LEGACY_RANKER_LABELS_SQL = """
+SELECT i.event_id,
+       (EXISTS (SELECT 1 FROM events c
+                WHERE c.user_id = i.user_id AND c.event_ts >= i.event_ts
+                  AND c.event_type = 'click' AND NOT c.is_bot
+                  AND c.session_id = i.session_id AND c.item_id = i.item_id
+                  AND c.list_id = i.list_id))::int AS label
+FROM events i JOIN items it ON it.item_id = i.item_id
+WHERE i.event_type = 'impression' AND NOT i.is_bot
+  AND i.event_ts >= %(start)s AND i.event_ts < %(end)s
+ORDER BY 1
+"""
+
+
+def test_ranker_labels_equal_the_per_impression_exists(env):
+    """The grouped-clicks label query == the old per-impression EXISTS, also on a window
+    that starts mid-period (clicks after the window's end count)."""
+    starts = [synthetic.T0, synthetic.T0 + timedelta(days=4)]
+    with transaction(env["settings"]) as cur:
+        for start, end in ((starts[0], END), (starts[1], starts[1] + timedelta(days=2))):
+            cur.execute(
+                f"SELECT event_id, label FROM ({labels_sql('ranker_v2', start, end)}) s ORDER BY 1"
+            )
+            new = cur.fetchall()
+            cur.execute(LEGACY_RANKER_LABELS_SQL, {"start": start, "end": end})
+            old = cur.fetchall()
+            assert new == old and 0 < sum(r[1] for r in new) < len(new)
