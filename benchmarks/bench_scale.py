@@ -21,7 +21,8 @@ counted):
 Environment (defaults in brackets): CARTWISE_BENCH_EVENTS [10000000], CARTWISE_BENCH_DAYS [30],
 CARTWISE_BENCH_FRAME_ROWS [1000000] (capped at the impressions there are),
 CARTWISE_BENCH_STOCK_TIMEOUT_S [600], CARTWISE_BENCH_STOCK_MAX_RSS_GB [8],
-CARTWISE_BENCH_SKIP_STOCK [0].
+CARTWISE_BENCH_SKIP_STOCK [0], CARTWISE_BENCH_TRAIN_TIMEOUT_S [0: none; the epoch is then
+recorded as stopped, finished: false].
 
 Writes benchmarks/results/scale.json, `{"records": [{name, value (seconds), unit, params:
 {events, peak_rss_gb, ...}}]}`: this run's records replace those of the same event count, so
@@ -167,6 +168,7 @@ def run(events: int | None = None) -> list[dict]:
     stock_timeout = _env_int("CARTWISE_BENCH_STOCK_TIMEOUT_S", 600)
     stock_rss = float(os.environ.get("CARTWISE_BENCH_STOCK_MAX_RSS_GB") or 8)
     skip_stock = os.environ.get("CARTWISE_BENCH_SKIP_STOCK", "0") == "1"
+    train_timeout = _env_int("CARTWISE_BENCH_TRAIN_TIMEOUT_S", 0)  # 0: no limit
     folder = Path(tempfile.mkdtemp(prefix="cw_bench_scale_"))
     log = folder / "stages.log"
     records: list[dict] = []
@@ -199,6 +201,8 @@ def run(events: int | None = None) -> list[dict]:
                 limits = {}
                 if stage == "frame_stock":
                     limits = {"timeout_s": stock_timeout, "max_rss_gb": stock_rss}
+                if stage == "train" and train_timeout:
+                    limits = {"timeout_s": train_timeout}
                 res = run_stage(args, env, log, **limits)
                 if not res.finished:  # its backend may still be joining: stop it
                     _sql(
