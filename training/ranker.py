@@ -22,6 +22,13 @@ Position is never a feature (serving ranks candidates before they have one). Wit
 `--position-bias` training also adds a learned per-position logit offset that absorbs the
 examination effect in the logged clicks and is dropped at inference; it is off by default
 because on logged test clicks (which carry that effect) it measured lower AUC.
+Ship gate: logistic regression on the same dense and vector features is trained beside the
+DCN-v2 and the DCN ships only if its validation AUC beats the regression's (by more than
+`--min-gain`); otherwise the regression ships, as a RankerBundle serving loads the same way.
+With `--truth` the report also gives the simulator's oracles: p_click (with the examination
+term of the slot) and p_click_position_free (without it, the ceiling of a ranker that never
+sees the slot), each model's AUC as a fraction of the latter, and paired list-bootstrap
+intervals (training.ranker_eval). training.ranker_ceiling measures what limits it.
 With several processes each rank trains on its own shard (DistributedDataParallel averages
 the gradients); every rank scores the whole validation split, so all reach the same
 early-stopping decision; rank 0 alone writes the report and the model.
