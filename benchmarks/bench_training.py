@@ -58,7 +58,7 @@ def bench_ranker(n_lists: int = 400, batch_size: int = 512, steps: int = 30) -> 
     frame = ranker_frame(n_lists=n_lists, list_size=20)
     spec = FeatureSpec.discover(frame, 2**15)
     enc = spec.encode(frame)
-    cfg = RankerConfig(len(spec.sparse), len(spec.dense), sum(spec.vectors.values()))
+    cfg = RankerConfig(len(spec.sparse), spec.dense_width, sum(spec.vectors.values()))
     model = DCNv2(cfg)
 
     class LogReg(nn.Module):

@@ -25,7 +25,6 @@ from pathlib import Path
 import pandas as pd
 
 from features import pipeline
-from features.drift import profile
 from features.feast_store import apply
 from governance.db import migrate, transaction
 from governance.ingest import ingest_simulation
@@ -37,7 +36,6 @@ from training.intent import IntentTrainArgs, load_labelled
 from training.intent import train as train_intent
 from training.ranker import RankerTrainArgs, frame_from_feast
 from training.ranker import train as train_ranker
-from training.retrain import _WithProfile
 
 TINY_RANKER = dict(
     buckets=1024,
@@ -158,8 +156,8 @@ def build(
     # The DCN whatever the ship gate chose: these worlds test serving (an event must move the
     # next list), not which model the job would ship on so little data.
     dcn = res.candidates["dcn_v2"]
-    profiles = profile(frame, list(res.spec.dense))
-    ranker_tag = save_ranker(_WithProfile(dcn, profiles), res.test, res.lineage)
+    profiles = res.profiles  # the training split's, as training.ranker saves them
+    ranker_tag = save_ranker(dcn, res.test, res.lineage, profiles=profiles)
     labelled = load_labelled(settings)
     ires = train_intent(
         IntentTrainArgs(

@@ -4,13 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from features.drift import load_profiles
 from tests.training_data import ranker_frame
-from training.bundles import info, load_ranker, save_ranker
+from training.bundles import info, load_ranker, stored_ranker
 from training.metrics import roc_auc
 from training.ranker import RankerTrainArgs, time_split, train
 from training.ranker_ceiling import main as ceiling
@@ -49,10 +51,33 @@ def test_feature_discovery_roles_and_stats(frame):
     assert "p_click" not in spec.dense and "position" not in spec.dense
     assert "user_item_cosine" in spec.dense and spec.vectors == {}
     enc = spec.encode(frame)
-    assert np.allclose(enc["dense"].numpy().mean(0), 0, atol=1e-4)
+    dense = enc["dense"].numpy()
+    assert dense.shape[1] == spec.dense_width == len(spec.dense) + len(spec.missing)
+    assert np.allclose(dense[:, : len(spec.dense)].mean(0), 0, atol=0.05)
+    assert np.abs(dense).max() <= spec.clip
     # Stable hashing: same ids, same buckets, in any process; 0 only for missing.
     assert (hash_ids(["a", "b", None], 256) == hash_ids(["a", "b", None], 256)).all()
     assert hash_ids([None], 256)[0] == 0 and hash_ids(["a"], 256)[0] > 0
+
+
+def test_missing_dense_values_have_indicators_and_outliers_are_clipped():
+    train = pd.DataFrame(
+        {"user_id": ["u1"] * 4, "item_id": list("abcd"), "label": [0, 1, 0, 1],
+         "uc_affinity_30d": [0.2, 0.8, None, None], "age_s": [10.0, 20.0, 30.0, 40.0]}
+    )  # fmt: skip
+    spec = FeatureSpec.discover(train, 64)
+    assert spec.dense == ["uc_affinity_30d", "age_s"] and spec.missing == ["uc_affinity_30d"]
+    served = pd.DataFrame(
+        {"user_id": ["u1"] * 2, "item_id": ["a", "e"], "uc_affinity_30d": [0.5, None],
+         "age_s": [25.0, 1e9]}
+    )  # fmt: skip
+    x = spec.encode(served)["dense"].numpy()
+    # A null is the training mean (0) and says so; a value far out is held at `clip`.
+    assert x.shape == (2, 3)
+    assert x[1, 0] == 0 and x[:, 2].tolist() == [0.0, 1.0]
+    assert x[1, 1] == spec.clip > 0
+    old = FeatureSpec(**{**asdict(spec), "missing": [], "clip": 0.0})  # a spec saved before
+    assert old.encode(served)["dense"].shape == (2, 2)
 
 
 def test_tiny_training_report_and_determinism(frame, tmp_path):
@@ -157,10 +182,14 @@ def test_list_bootstrap_intervals_are_paired():
 def test_store_round_trip_predicts_identically(frame, tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
 
-    res = train(RankerTrainArgs(out_dir=str(tmp_path), **{**TINY, "epochs": 1}), frame=frame)
+    args = RankerTrainArgs(out_dir=str(tmp_path), **{**TINY, "epochs": 1, "save_model": True})
+    res = train(args, frame=frame)
     before = res.bundle.predict(frame)
-    tag = save_ranker(res.bundle, res.test, res.lineage)
+    tag = res.tag  # saved by the job itself, as training.all saves it
     np.testing.assert_array_equal(load_ranker(tag).predict(frame), before)
+    # With its training profile, so the service measures drift for it like for a retrain.
+    profiles = load_profiles(stored_ranker(tag).path)
+    assert profiles and set(profiles) <= set(res.spec.dense) and "clicks_7d" in profiles
     meta = info(tag)
     assert meta["metadata"]["feature_service"] == "ranker_v1"
     assert set(meta["lineage"]["time_range"]) == {"train", "val", "test"}

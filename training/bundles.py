@@ -12,7 +12,7 @@ metrics so `bentoml models get` shows them without opening files.
 
     save_intent(predictor, metrics, lineage) -> "cartwise-intent:<version>"
     load_intent("cartwise-intent:latest") -> IntentPredictor
-    save_ranker(bundle, metrics, lineage) / load_ranker(tag) -> RankerBundle
+    save_ranker(bundle, metrics, lineage, profiles=...) / load_ranker(tag) -> RankerBundle
 
 BENTOML_HOME is read on every call: bentoml caches its home on first use, which would
 send a test (or a second job in one process) to the wrong store.
@@ -29,6 +29,7 @@ from typing import Any
 import bentoml
 from bentoml._internal.models.model import ModelStore
 
+from features.drift import save_profiles
 from training.common import to_jsonable
 from training.intent_model import IntentPredictor
 from training.ranker_model import RankerBundle
@@ -141,12 +142,24 @@ def load_intent(tag: str = f"{INTENT_MODEL}:latest") -> IntentPredictor:
 
 
 def save_ranker(
-    bundle, metrics: dict | None = None, lineage: dict | None = None, name: str = RANKER_MODEL
+    bundle,
+    metrics: dict | None = None,
+    lineage: dict | None = None,
+    name: str = RANKER_MODEL,
+    profiles: dict | None = None,
 ) -> str:
+    """`profiles`: the training split's feature profiles (features.drift.profile), saved next
+    to the weights so the service can measure the drift of what it serves this model."""
     service = (lineage or {}).get("feature_service", RANKER_FEATURE_SERVICE)
+
+    def write(folder: Path) -> None:
+        bundle.save(folder)
+        if profiles:
+            save_profiles(profiles, folder)
+
     return _save(
         name,
-        bundle.save,
+        write,
         service,
         getattr(bundle, "kind", "dcn_v2"),  # or "logreg" when the ship gate chose it
         metrics,

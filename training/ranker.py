@@ -50,6 +50,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from features.drift import profile
 from features.feast_store import get_store, set_env
 from features.frames import build_frame, read_frame, read_frame_info
 from features.labels import labels_sql
@@ -334,6 +335,9 @@ class RankerResult:
     intervals: dict = field(default_factory=dict)
     lineage: dict = field(default_factory=dict)
     spec: FeatureSpec | None = None
+    # The training split's features.drift profile per dense feature: the drift reference the
+    # service reads next to the weights (save_ranker(..., profiles=)).
+    profiles: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     folder: Path | None = None
     report: Path | None = None
@@ -395,7 +399,7 @@ def prepare_data(
 def dcn_config(args: RankerTrainArgs, spec: FeatureSpec) -> RankerConfig:
     return RankerConfig(
         n_sparse=len(spec.sparse),
-        n_dense=len(spec.dense),
+        n_dense=spec.dense_width,
         vector_dim=sum(spec.vectors.values()),
         buckets=args.buckets,
         emb_dim=args.emb_dim,
@@ -509,7 +513,7 @@ def fit_logreg(spec: FeatureSpec, train_enc: dict[str, torch.Tensor], seed: int)
 
     x = torch.cat([train_enc["dense"], train_enc["vectors"]], 1).numpy()
     y = train_enc["label"].numpy()
-    cfg = LinearConfig(len(spec.dense), sum(spec.vectors.values()))
+    cfg = LinearConfig(spec.dense_width, sum(spec.vectors.values()))
     if x.shape[1] == 0 or len(np.unique(y)) < 2:
         p = float(np.clip(y.mean() if len(y) else 0.5, 1e-6, 1 - 1e-6))
         model = LinearRanker.from_coefficients(cfg, np.zeros(x.shape[1]), np.log(p / (1 - p)))
@@ -612,6 +616,7 @@ def train(
         intervals=ev.intervals,
         lineage=data.lineage,
         spec=data.spec,
+        profiles=profile(data.splits["train"], list(data.spec.dense)),
         history=fit.history,
         folder=folder,
         data_seconds=data.data_seconds,
@@ -621,7 +626,9 @@ def train(
     res.wall_seconds = time.time() - t0
     if args.save_model:
         metrics = {**res.test, "ship_gate": gate.asdict()}
-        res.tag = save_ranker(res.bundle, metrics=metrics, lineage=res.lineage)
+        res.tag = save_ranker(
+            res.bundle, metrics=metrics, lineage=res.lineage, profiles=res.profiles
+        )
     return res
 
 

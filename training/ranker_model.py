@@ -4,7 +4,9 @@ text-embedding vectors, plus the loss wrapper and the saved bundle serving loads
 The feature columns are discovered from the training frame, not hard-coded, so a feature
 service can grow a column without a code change here:
     ids      user_id, item_id and every string column (e.g. item_category) -> hashed embeddings
-    dense    every numeric column (e.g. query_item_cosine) -> standardised with train stats
+    dense    every numeric column (e.g. query_item_cosine) -> standardised with train stats,
+             clipped to +-`clip` standard deviations, and, for a column with nulls in training,
+             a 0/1 "missing" indicator next to it
     vectors  every list/array column (e.g. item_title_embedding) -> a learned projection
 Keys, the label and oracle-only columns (p_click) are never features.
 """
@@ -25,6 +27,7 @@ from training.common import KEY_COLUMNS
 
 ID_COLUMNS = ("user_id", "item_id")
 MAX_POSITION = 64  # position-bias slots: 0 = unknown, 1..63 = list positions 0..62 (capped)
+DENSE_CLIP = 5.0  # standard deviations
 NEVER_FEATURES = set(KEY_COLUMNS) | {
     "p_click",
     "p_click_position_free",
@@ -58,6 +61,19 @@ class FeatureSpec:
     buckets: int
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    # Dense columns with nulls in training, each given a 0/1 indicator input: a null is
+    # information (no interaction with the category, an item never shown), which mean
+    # imputation alone erases. Empty in specs saved before it existed.
+    missing: list[str] = field(default_factory=list)
+    # Standardised values are clipped to +-clip (0: no clip, as in older specs): a served value
+    # far outside the training range (hours since the last event when training saw minutes)
+    # must not be extrapolated through the cross layers' products.
+    clip: float = 0.0
+
+    @property
+    def dense_width(self) -> int:
+        """Width of the encoded dense input: the columns and their missing indicators."""
+        return len(self.dense) + len(self.missing)
 
     @classmethod
     def discover(
@@ -80,8 +96,9 @@ class FeatureSpec:
                 continue
             else:
                 sparse.append(c)
-        spec = cls(sparse, dense, vectors, buckets)
         x = frame[dense].astype(float).to_numpy() if dense else np.zeros((len(frame), 0))
+        missing = [c for c, has in zip(dense, np.isnan(x).any(axis=0)) if has]
+        spec = cls(sparse, dense, vectors, buckets, missing=missing, clip=DENSE_CLIP)
         mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(dense))
         std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
         spec.mean = mean.tolist()
@@ -104,9 +121,15 @@ class FeatureSpec:
             else np.zeros((n, 0), np.int64)
         )
         if self.dense:
-            x = frame[self.dense].astype(float).to_numpy()
-            # Missing values become the training mean (0 after standardisation).
-            x = np.nan_to_num((x - np.asarray(self.mean)) / np.asarray(self.std))
+            raw = frame[self.dense].astype(float).to_numpy()
+            # Missing values become the training mean (0 after standardisation), and say so
+            # in their indicator.
+            x = np.nan_to_num((raw - np.asarray(self.mean)) / np.asarray(self.std))
+            if self.clip:
+                x = np.clip(x, -self.clip, self.clip)
+            if self.missing:
+                where = [self.dense.index(c) for c in self.missing]
+                x = np.concatenate([x, np.isnan(raw[:, where])], axis=1)
         else:
             x = np.zeros((n, 0))
         vecs = []

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from features import pipeline
-from features.drift import profile, save_profiles
 from features.feast_store import apply, materialize_incremental
 from features.labels import labels_sql
 from features.training_set import build_training_set
@@ -113,22 +112,6 @@ class RetrainResult:
     reload: dict | None
 
 
-class _WithProfile:
-    """The bundle as save_ranker writes it, plus the training feature profile (drift)."""
-
-    def __init__(self, bundle, profiles):
-        self.bundle, self.profiles = bundle, profiles
-
-    @property
-    def kind(self) -> str:
-        return self.bundle.kind
-
-    def save(self, folder):
-        out = self.bundle.save(folder)
-        save_profiles(self.profiles, folder)
-        return out
-
-
 def training_frame(settings, store, feature_service: str, start, end):
     """Point-in-time frame over shop impressions and served lists, with its sources counted."""
     events_sql = labels_sql(feature_service, start, end)
@@ -200,13 +183,14 @@ def run(args: RetrainArgs, settings=None) -> RetrainResult:
     result = gate(res.bundle, serving, splits["test"], args.min_gain)
     registered = reloaded = None
     if result.wins:
-        profiles = profile(splits["train"], list(res.spec.dense))
         metrics = {
             **res.test,
             "ship_gate": res.gate.asdict(),
             "gate": asdict(result) | {"serving_model": serving_info["tag"]},
         }
-        registered = save_ranker(_WithProfile(res.bundle, profiles), metrics, res.lineage)
+        # The candidate's training split is this time split's: its profile is the drift
+        # reference the service reads.
+        registered = save_ranker(res.bundle, metrics, res.lineage, profiles=res.profiles)
         if args.service_url:
             token = args.token or os.environ.get("CARTWISE_EVENTS_TOKEN", "cartwise-dev-token")
             try:
