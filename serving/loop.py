@@ -77,24 +77,19 @@ DRIFT_WINDOW = 5_000  # served item rows per model in the drift window
 DRIFT_EVERY_S = 30.0
 
 
-def _numeric_columns(frame: pd.DataFrame) -> list[str]:
-    return [
-        c
-        for c in frame.columns
-        if c not in ("user_id", "item_id", "request_ts_s")
-        and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
-    ]
+NOT_LOGGED = ("user_id", "item_id", "request_ts_s")
 
 
 def feature_dicts(frame: pd.DataFrame | None) -> list[dict | None]:
-    """Numeric feature values per served row (vectors and ids are not logged)."""
+    """Numeric feature values per served row (vectors and ids are not logged; a non-finite
+    value is None). One dtype scan and one float array per list: this runs for every served
+    list, in the same process as the requests."""
     if frame is None:
         return []
-    cols = _numeric_columns(frame)
-    values = frame[cols].astype("float64").to_numpy()
-    return [
-        {c: (None if not np.isfinite(v) else float(v)) for c, v in zip(cols, row)} for row in values
-    ]
+    cols = [c for c, d in frame.dtypes.items() if c not in NOT_LOGGED and d.kind in "biuf"]
+    values = frame[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+    rows = np.where(np.isfinite(values), values, None).tolist() if values.size else []
+    return [dict(zip(cols, row)) for row in rows] or [{} for _ in range(len(frame))]
 
 
 class DriftMonitor:

@@ -210,6 +210,10 @@ def test_served_list_joins_its_click(server, world):
     rep = report(world["settings"])
     mine = [v for v in rep.variants if v.variant == body["variant"]][0]
     assert mine.clicks >= 1 and mine.impressions >= 5
+    # The shadow (the world's ranker) scored the same items: compared with what was served.
+    shadow = [s for s in rep.shadows if s.variant == body["variant"]][0]
+    assert shadow.shadow_model == world["ranker_tag"] and shadow.lists >= 1
+    assert "Shadow models" in rep.markdown()
     joined = sql(
         world["settings"],
         "SELECT count(*) FROM served_items si JOIN events c ON c.list_id = si.list_id "
@@ -279,76 +283,112 @@ def test_closed_loop_ranker_beats_random(server, world):
     assert all(f.n_served >= 8 * ranker.requests for f in report.features)
 
 
+class Traffic:
+    """/recommend calls from `threads` clients until stopped: every status code, and the ranker
+    tag of every answer, in order. `pause_s` paces each client (a retrain shares the CPUs)."""
+
+    def __init__(self, server, world, threads: int = 3, pause_s: float = 0.0):
+        self.port, self.pause_s = server.base_url.port, pause_s
+        self.users = [sim_user(world, n) for n in range(10)]
+        self.codes: list[int] = []
+        self.tags: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        url = f"http://127.0.0.1:{self.port}"
+        with httpx.Client(base_url=url, timeout=30, headers=READ) as c:
+            n = 0
+            while not self.stop.is_set():
+                r = c.post("/recommend", json={"user_id": self.users[n % len(self.users)], "k": 5})
+                self.codes.append(r.status_code)
+                if r.status_code == 200:
+                    self.tags.append(r.json()["ranker"])
+                n += 1
+                self.stop.wait(self.pause_s)
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        wait_for(lambda: len(self.codes) >= len(self.threads))  # flowing before anything else
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    @property
+    def failures(self) -> int:
+        return sum(code != 200 for code in self.codes)
+
+
 def test_retrain_gates_on_recent_lists_and_reloads(server, world):
+    """`make retrain`'s path end to end while the service answers: pipeline, training set with
+    the served lists, train, gate, register, /reload, every worker on the new model, and no
+    failed request from before the retrain until after the swap."""
     from training.retrain import RetrainArgs, run
 
     wait_logged(server)
     before = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
-    result = run(
-        RetrainArgs(
-            service_url=str(server.base_url),
-            token=TOKEN,
-            pipeline=True,
-            embeddings=False,
-            epochs=2,
-            buckets=1024,
-            emb_dim=8,
-            deep="32",
-            batch_size=64,
-            min_gain=-1.0,  # always register: this test is about the path, not the winner
-            out_dir=str(world["root"] / "runs"),
-        ),
-        settings=world["settings"],
+    t0 = time.monotonic()
+    with Traffic(server, world, threads=1, pause_s=0.05) as traffic:
+        result = run(
+            RetrainArgs(
+                service_url=str(server.base_url),
+                token=TOKEN,
+                pipeline=True,
+                embeddings=False,
+                epochs=2,
+                buckets=1024,
+                emb_dim=8,
+                deep="32",
+                batch_size=64,
+                min_gain=-1.0,  # always register: this test is about the path, not the winner
+                out_dir=str(world["root"] / "runs"),
+            ),
+            settings=world["settings"],
+        )
+        assert result.rows["served_lists"] > 0 and result.rows["events"] > 0
+        assert result.gate.lists > 0 and 0 <= result.gate.serving_auc <= 1
+        assert result.registered and result.reload is not None
+        assert result.registered != before
+
+        # Every worker serves it soon: the one /reload reached, the others by their store
+        # watch; and the traffic's ranker-variant answers come from it.
+        def serving_new() -> bool:
+            status = server.post("/status", json={}).json()["experiment"]
+            return status["variants"][0]["model"] == result.registered
+
+        wait_for(lambda: all(serving_new() for _ in range(4)), timeout_s=60)
+        wait_for(lambda: traffic.tags.count(result.registered) >= 3, timeout_s=60)
+    old_served = traffic.tags.count(before)
+    print(
+        f"\nretrain swap: {before} -> {result.registered} (gate: serving AUC "
+        f"{result.gate.serving_auc:.3f}, candidate {result.gate.candidate_auc:.3f} on "
+        f"{result.gate.lists} held-out lists); {len(traffic.codes)} /recommend requests over "
+        f"{time.monotonic() - t0:.0f} s of retrain and reload ({old_served} answered by the old "
+        f"model, {traffic.tags.count(result.registered)} by the new), failures: "
+        f"{traffic.failures}"
     )
-    assert result.rows["served_lists"] > 0 and result.rows["events"] > 0
-    assert result.gate.lists > 0 and 0 <= result.gate.serving_auc <= 1
-    assert result.registered and result.reload is not None
-    assert result.registered != before
-
-    # Every worker serves it soon: the one /reload reached, the others by their store watch.
-    def serving_new() -> bool:
-        status = server.post("/status", json={}).json()["experiment"]
-        return status["variants"][0]["model"] == result.registered
-
-    wait_for(lambda: all(serving_new() for _ in range(4)), timeout_s=60)
+    assert traffic.failures == 0, sorted(set(traffic.codes))
+    assert old_served > 0 and traffic.tags.count(result.registered) >= 3
 
 
 def test_hot_swap_serves_every_request_during_reload(server, world):
     from training.bundles import save_ranker
 
     old = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
-    users = [sim_user(world, n) for n in range(10)]
-    codes, tags, stop = [], [], threading.Event()
-    port = server.base_url.port
-
-    def hammer():
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=READ) as c:
-            n = 0
-            while not stop.is_set():
-                r = c.post("/recommend", json={"user_id": users[n % len(users)], "k": 5})
-                codes.append(r.status_code)
-                if r.status_code == 200:
-                    tags.append(r.json()["ranker"])
-                n += 1
-
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        wait_for(lambda: len(codes) >= 3)  # traffic is flowing before the reload starts
+    with Traffic(server, world, threads=3) as traffic:
         new_tag = save_ranker(
             world["bundle"], {}, {"feature_service": "ranker_v1"}, profiles=world["profiles"]
         )
         r = server.post("/reload", json={}, headers=AUTH)
         assert r.status_code == 200, r.text
         assert r.json()["after"]["variants"][0]["model"] == new_tag != old
-        wait_for(lambda: tags.count(new_tag) >= 3)  # and keeps flowing after the swap
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    assert len(codes) >= 6 and set(codes) == {200}, sorted(set(codes))
-    assert new_tag in tags
+        wait_for(lambda: traffic.tags.count(new_tag) >= 3)  # and keeps flowing after the swap
+    assert len(traffic.codes) >= 6 and set(traffic.codes) == {200}, sorted(set(traffic.codes))
+    assert new_tag in traffic.tags
     assert (
         server.post("/reload", json={"model": "cartwise-ranker:nope"}, headers=AUTH).status_code
         == 400

@@ -13,6 +13,13 @@ served list's item at that id (served_lists/served_items). Per (model tag, varia
 
 Differences are against the first variant (the control), with the interval of a difference of
 independent estimates. Bot events never count.
+
+Shadow: where a shadow model scored the served lists' items (served_items.shadow_score), per
+(model tag, variant, shadow model): how far the shadow agrees with what was served (rank
+correlation of its scores with the served scores within a list, share of lists whose top item
+it would also put first) and, on lists with a click and a non-click, how often each ordering
+puts a clicked item above an unclicked one (pairwise accuracy, 0.5 = chance; the same pairs
+for both, so the two compare directly).
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ WITH clicks AS (
     WHERE event_type = 'purchase' AND NOT is_bot AND list_id IS NOT NULL
 )
 SELECT sl.list_id, sl.model_tag, sl.variant, sl.experiment, sl.served_at, si.position,
-       si.item_id, (c.list_id IS NOT NULL) AS clicked, (b.list_id IS NOT NULL) AS bought
+       si.item_id, (c.list_id IS NOT NULL) AS clicked, (b.list_id IS NOT NULL) AS bought,
+       si.score, si.shadow_score, sl.shadow_model
 FROM served_lists sl
 JOIN served_items si USING (list_id)
 LEFT JOIN clicks c ON c.list_id = si.list_id AND c.item_id = si.item_id
@@ -73,10 +81,26 @@ class VariantOutcome:
 
 
 @dataclass
+class ShadowOutcome:
+    """A shadow model against the ranking that was served, on the same lists and items."""
+
+    model_tag: str
+    variant: str
+    shadow_model: str
+    lists: int
+    rank_corr: Estimate | None  # mean within-list Spearman of shadow vs served scores
+    top1_agreement: Estimate  # lists whose served first item the shadow also scores highest
+    clicked_lists: int  # lists with a clicked and an unclicked item
+    pair_acc_served: Estimate | None  # clicked above unclicked, by the served scores
+    pair_acc_shadow: Estimate | None  # the same pairs, by the shadow's scores
+
+
+@dataclass
 class OnlineReport:
     since: str
     experiment: str | None
     variants: list[VariantOutcome] = field(default_factory=list)
+    shadows: list[ShadowOutcome] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [
@@ -95,6 +119,24 @@ class OnlineReport:
                 f"{v.conversion.text()} | "
                 f"{v.ndcg_clicked.text(3) if v.ndcg_clicked else '-'} |"
             )
+        if self.shadows:
+            lines += [
+                "",
+                "Shadow models on the same lists (pairwise accuracy: a clicked item above an "
+                "unclicked one, 0.5 = chance):",
+                "",
+                "| variant | served model | shadow | lists | rank corr | top-1 agreement "
+                "| lists with clicks | pairwise acc. served | pairwise acc. shadow |",
+                "| --- | --- | --- | ---: | --- | --- | ---: | --- | --- |",
+            ]
+            for s in self.shadows:
+                lines.append(
+                    f"| {s.variant} | {s.model_tag} | {s.shadow_model} | {s.lists} | "
+                    f"{s.rank_corr.text(3) if s.rank_corr else '-'} | "
+                    f"{s.top1_agreement.text(3)} | {s.clicked_lists} | "
+                    f"{s.pair_acc_served.text(3) if s.pair_acc_served else '-'} | "
+                    f"{s.pair_acc_shadow.text(3) if s.pair_acc_shadow else '-'} |"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -171,6 +213,64 @@ def summarise(rows: pd.DataFrame) -> list[VariantOutcome]:
     return out
 
 
+def pairwise_accuracy(scores: np.ndarray, clicked: np.ndarray) -> float | None:
+    """Share of (clicked, unclicked) pairs of one list the scores order clicked-first (ties
+    count half); None without both kinds."""
+    pos, neg = scores[clicked], scores[~clicked]
+    if not len(pos) or not len(neg):
+        return None
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3:
+        return None
+    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def summarise_shadow(rows: pd.DataFrame) -> list[ShadowOutcome]:
+    """Per (model tag, variant, shadow model), from OUTCOMES_SQL rows with shadow scores."""
+    if rows.empty or "shadow_score" not in rows:
+        return []
+    rows = rows[rows["shadow_score"].notna() & rows["shadow_model"].notna()]
+    out: list[ShadowOutcome] = []
+    for (model, variant, shadow), g in rows.groupby(
+        ["model_tag", "variant", "shadow_model"], sort=True
+    ):
+        corr, top1, acc_served, acc_shadow = [], [], [], []
+        for _, lst in g.groupby("list_id", sort=False):
+            lst = lst.sort_values("position")
+            served = lst["score"].to_numpy(np.float64)
+            shadow_s = lst["shadow_score"].to_numpy(np.float64)
+            clicked = lst["clicked"].to_numpy(bool)
+            if (c := _spearman(served, shadow_s)) is not None:
+                corr.append(c)
+            top1.append(float(np.argmax(shadow_s) == 0))
+            # Served order, not score: position 0 is what the user saw first.
+            a = pairwise_accuracy(-lst["position"].to_numpy(np.float64), clicked)
+            if a is not None:
+                acc_served.append(a)
+                acc_shadow.append(pairwise_accuracy(shadow_s, clicked))
+        out.append(
+            ShadowOutcome(
+                model_tag=str(model),
+                variant=str(variant),
+                shadow_model=str(shadow),
+                lists=len(top1),
+                rank_corr=mean_estimate(np.array(corr)),
+                top1_agreement=ratio_estimate(np.array(top1), np.ones(len(top1))),
+                clicked_lists=len(acc_served),
+                pair_acc_served=mean_estimate(np.array(acc_served)),
+                pair_acc_shadow=mean_estimate(np.array(acc_shadow)),
+            )
+        )
+    return out
+
+
 def outcome_rows(settings=None, since=None, experiment: str | None = None) -> pd.DataFrame:
     since = since or datetime(1970, 1, 1, tzinfo=UTC)
     conn = connect(settings)
@@ -185,7 +285,7 @@ def outcome_rows(settings=None, since=None, experiment: str | None = None) -> pd
 
 def report(settings=None, since=None, experiment: str | None = None) -> OnlineReport:
     rows = outcome_rows(settings, since, experiment)
-    return OnlineReport(str(since), experiment, summarise(rows))
+    return OnlineReport(str(since), experiment, summarise(rows), summarise_shadow(rows))
 
 
 def main(argv: list[str] | None = None) -> OnlineReport:
