@@ -25,6 +25,7 @@ load code drives both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -78,8 +79,11 @@ def _stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it already exited (a failed start)
+        return
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------ load process

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         default=SecretStr(DEV_API_KEY),
         description="X-API-Key of the read endpoints (/intent, /search, /recommend, /status).",
     )
+    user_token_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret of signed per-user read tokens (serving.user_tokens): when "
+        "set, /intent, /search and /recommend also take 'Authorization: Bearer <token>', "
+        "for the token's user only; unset, reads take the API key only.",
+    )
     # Every PostgreSQL connection gets these (governance.db.connect_options): a dead or stuck
     # database costs a bounded wait, never a hung program. Jobs run long statements; the
     # service lowers statement and lock timeouts for its own connections.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -173,6 +174,22 @@ def _live(breaker: Breaker, check) -> dict:
     return breaker.health()
 
 
+def _warm(features: OnlineFeatures, catalog: CatalogCache) -> None:
+    """Item- and category-level feature values of the whole catalogue, read once at start in
+    the background, so the first requests of a worker do not pay the cache misses."""
+    cat = catalog.current
+    if cat is None:
+        return
+    items = [i for i in cat.items.index if cat.category_of(i)]
+    t0 = time.perf_counter()
+    try:
+        n = features.breaker.call(features.warm, items, [cat.category_of(i) for i in items])
+    except Exception as exc:  # the store may be down at start: requests fill it later
+        log.warning("feature cache not warmed: %s", describe(exc))
+        return
+    log.info("feature cache warmed: %d keys in %.1fs", n, time.perf_counter() - t0)
+
+
 def serving_settings():
     """The process settings with the service's own (short) statement and lock timeouts."""
     s = get_settings()
@@ -204,14 +221,20 @@ def load() -> ServingApp:
     models = {"ranker": ranker.tag, "intent": intent_stored.tag}
     service_name = ranker.feature_service
     store = get_store(settings)
-    features = OnlineFeatures(
-        store, service_name, cooldown_s=float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1"))
-    )
+    cooldown_s = float(os.environ.get("CARTWISE_SERVING_COOLDOWN_S", "1"))
+    # Item- and category-level feature values kept between materialisations (seconds; 0: read
+    # in parts, nothing kept; 'off': one get_online_features call per request, as Feast serves).
+    cache = os.environ.get("CARTWISE_FEATURE_CACHE_S", "300").strip().lower()
+    cache_s = None if cache == "off" else float(cache)
+    features = OnlineFeatures(store, service_name, cooldown_s=cooldown_s, cache_s=cache_s)
     catalog = CatalogCache(
         settings, refresh_s=float(os.environ.get("CARTWISE_SERVING_REFRESH_S", "300"))
     )
     catalog.refresh()  # a failure here is retried by the refresh loop
     catalog.start()
+    threading.Thread(
+        target=_warm, args=(features, catalog), daemon=True, name="feature-cache-warm"
+    ).start()
     key = settings.pseudonym_key.get_secret_value()
     engine = Engine(
         catalog,
@@ -226,7 +249,7 @@ def load() -> ServingApp:
 
     def features_for(name: str) -> OnlineFeatures:
         if name not in online:
-            online[name] = OnlineFeatures(store, name, cooldown_s=features.breaker.cooldown_s)
+            online[name] = OnlineFeatures(store, name, cooldown_s=cooldown_s, cache_s=cache_s)
         return online[name]
 
     def load_ranker(tag: str):

@@ -8,6 +8,9 @@ multipart body without a boundary, and parse the others).
 - the read endpoints (/intent, /search, /recommend, /status) need `X-API-Key:
   <CARTWISE_API_KEY>`: they are for the shop's backend, which is authorised for all its users;
   nobody else may read recommendations (their reasons name what a user viewed);
+- with `CARTWISE_USER_TOKEN_SECRET` set, /intent, /search and /recommend also take
+  `Authorization: Bearer <signed user token>` (serving.user_tokens) in place of the key: such a
+  request may name only the token's user (`user_id` of another: 403);
 - GET /docs is the OpenAPI page, GET /docs.json the document of serving.openapi.
 """
 
@@ -19,11 +22,13 @@ import json
 from governance.settings import get_settings
 from serving.api_models import MAX_EVENTS
 from serving.openapi import API_KEY_HEADER
+from serving.user_tokens import InvalidToken, verify
 
 # Whole-body cap, checked before parsing: 1000 events of ordinary size fit well within it.
 MAX_BODY_BYTES = 1_048_576
 BEARER_ROUTES = ("/events", "/reload")
 READ_ROUTES = ("/intent", "/search", "/recommend", "/status")
+USER_TOKEN_ROUTES = ("/intent", "/search", "/recommend")
 
 
 class Guard:
@@ -31,15 +36,17 @@ class Guard:
         self.app = app
         self.spec_factory = spec_factory
         self.max_body_bytes = max_body_bytes
-        self._secrets: tuple[bytes, bytes] | None = None
+        self._secrets: tuple[bytes, bytes, str | None] | None = None
         self._spec: bytes | None = None
 
-    def _tokens(self) -> tuple[bytes, bytes]:
+    def _tokens(self) -> tuple[bytes, bytes, str | None]:
         if self._secrets is None:
             s = get_settings()
+            user = s.user_token_secret
             self._secrets = (
                 s.events_token.get_secret_value().encode(),
                 s.api_key.get_secret_value().encode(),
+                user.get_secret_value() if user is not None else None,
             )
         return self._secrets
 
@@ -60,11 +67,19 @@ class Guard:
         refused = self._refuse(path, headers)
         if refused is not None:
             return await _send_json(send, *refused)
-        return await self._capped(scope, receive, send, headers)
+        user = None
+        if path in USER_TOKEN_ROUTES and not self._has_api_key(headers):
+            # No valid key: _refuse let it through on a valid user token.
+            user = verify(self._tokens()[2], _bearer(headers))
+        return await self._capped(scope, receive, send, headers, user)
+
+    def _has_api_key(self, headers: dict) -> bool:
+        given = headers.get(API_KEY_HEADER.lower(), b"")
+        return hmac.compare_digest(given.strip(), self._tokens()[1])
 
     def _refuse(self, path: str, headers: dict) -> tuple | None:
         """(status, body, headers) for a request refused before parsing, or None."""
-        events_token, api_key = self._tokens()
+        events_token, api_key, user_secret = self._tokens()
         if path in BEARER_ROUTES:
             scheme, _, token = headers.get("authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), events_token):
@@ -73,13 +88,21 @@ class Guard:
                     _err("unauthorized", f"POST {path} needs 'Authorization: Bearer <token>'"),
                     [(b"www-authenticate", b"Bearer")],
                 )
-        elif path in READ_ROUTES:
-            given = headers.get(API_KEY_HEADER.lower(), b"")
-            if not hmac.compare_digest(given.strip(), api_key):
+        elif path in READ_ROUTES and not self._has_api_key(headers):
+            token = _bearer(headers)
+            if user_secret is None or path not in USER_TOKEN_ROUTES or not token:
                 return (
                     401,
                     _err("unauthorized", f"this endpoint needs the '{API_KEY_HEADER}' header"),
                     [],
+                )
+            try:
+                verify(user_secret, token)
+            except InvalidToken as exc:
+                return (
+                    401,
+                    _err("unauthorized", f"user token refused: {exc}"),
+                    [(b"www-authenticate", b"Bearer")],
                 )
         ctype = headers.get("content-type", b"application/json").decode("latin-1")
         if ctype.split(";")[0].strip().lower() not in ("application/json", ""):
@@ -89,9 +112,10 @@ class Guard:
             return 413, _too_large(self.max_body_bytes), []
         return None
 
-    async def _capped(self, scope, receive, send, headers):
-        """Without a Content-Length (chunked), read up to the cap, then replay the body."""
-        if "content-length" in headers:
+    async def _capped(self, scope, receive, send, headers, user: str | None = None):
+        """Without a Content-Length (chunked), read up to the cap, then replay the body.
+        With a user token (`user`), read it too: a request for another user is a 403."""
+        if "content-length" in headers and user is None:
             return await self.app(scope, receive, send)
         chunks, size = [], 0
         while True:
@@ -105,6 +129,10 @@ class Guard:
             if not msg.get("more_body"):
                 break
         body, sent = b"".join(chunks), False
+        if user is not None and _names_another_user(body, user):
+            return await _send_json(
+                send, 403, _err("forbidden", "this user token is for another user_id"), []
+            )
 
         async def replay():
             nonlocal sent
@@ -114,6 +142,23 @@ class Guard:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+def _bearer(headers: dict) -> str:
+    scheme, _, token = headers.get("authorization", b"").partition(b" ")
+    return token.strip().decode("latin-1") if scheme.lower() == b"bearer" else ""
+
+
+def _names_another_user(body: bytes, user: str) -> bool:
+    """Whether a JSON body asks for a `user_id` other than the token's. A body that is not
+    a JSON object passes here and gets its 400 from the request model."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or data.get("user_id") is None:
+        return False
+    return data["user_id"] != user
 
 
 def _err(error: str, detail: str) -> dict:

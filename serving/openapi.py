@@ -28,11 +28,12 @@ from serving.api_models import (
 )
 
 API_KEY_HEADER = "X-API-Key"
+READ = ("apiKey", "userToken")  # either one (a user token when the service has its secret)
 # path -> (request model, 200 model, summary, auth scheme, extra statuses)
 ROUTES: dict[str, tuple] = {
-    "/intent": (IntentRequest, IntentResponse, "Intent and category of a query", "apiKey", ()),
-    "/search": (SearchRequest, SearchResponse, "Items for a query", "apiKey", (503,)),
-    "/recommend": (RecommendRequest, RecommendResponse, "Items for a user", "apiKey", (503,)),
+    "/intent": (IntentRequest, IntentResponse, "Intent and category of a query", READ, ()),
+    "/search": (SearchRequest, SearchResponse, "Items for a query", READ, (403, 503)),
+    "/recommend": (RecommendRequest, RecommendResponse, "Items for a user", READ, (403, 503)),
     "/status": (None, StatusResponse, "Models, stores and catalogue, checked live", "apiKey", ()),
     "/events": (EventsRequest, EventsResponse, "Append events", "bearer", (422, 503)),
     "/reload": (ReloadRequest, ReloadResponse, "Swap in models from the store", "bearer", ()),
@@ -44,6 +45,7 @@ COMMON = {
     415: "Body is not application/json",
 }
 WHY = {
+    403: "The user token names another user than the body's user_id",
     422: "Some events are invalid: listed with reasons and quarantined; the others are stored",
     503: "A store is unavailable: nothing was stored, retry after Retry-After seconds",
 }
@@ -84,7 +86,7 @@ def build(bentoml_spec: dict) -> dict:
             "summary": summary,
             "operationId": path.strip("/"),
             "tags": ["Service APIs"],
-            "security": [{auth: []}],
+            "security": [{a: []} for a in ((auth,) if isinstance(auth, str) else auth)],
             "responses": responses,
         }
         body_schema = (
@@ -111,6 +113,13 @@ def build(bentoml_spec: dict) -> dict:
                 "type": "http",
                 "scheme": "bearer",
                 "description": "CARTWISE_EVENTS_TOKEN: POST /events",
+            },
+            "userToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "cwu1 (serving.user_tokens)",
+                "description": "A token signed with CARTWISE_USER_TOKEN_SECRET naming one user "
+                "(when the service has that secret): reads for that user only",
             },
         },
     }

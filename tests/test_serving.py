@@ -40,6 +40,7 @@ TOKEN = "test-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 API_KEY = "test-api-key"
 READ = {"X-API-Key": API_KEY}
+USER_SECRET = "test-user-token-secret"
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 
@@ -155,6 +156,7 @@ def server(world):
         "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
         "CARTWISE_EVENTS_TOKEN": TOKEN,
         "CARTWISE_API_KEY": API_KEY,
+        "CARTWISE_USER_TOKEN_SECRET": USER_SECRET,
         "CARTWISE_SERVING_LOCK_TIMEOUT_S": "5",
         "CARTWISE_REDIS_TIMEOUT_S": "0.5",
         "CARTWISE_DATA_DIR": str(s.data_dir),
@@ -470,12 +472,59 @@ def test_docs_page_and_a_truthful_schema(server):
     assert nullable in schemas["RecommendResponse"]["properties"]["fallback_reason"]["anyOf"]
     assert nullable in schemas["EventsResponse"]["properties"]["batch_id"]["anyOf"]
     assert nullable in schemas["ErrorResponse"]["properties"]["detail"]["anyOf"]
-    assert set(spec["components"]["securitySchemes"]) == {"apiKey", "bearer"}
+    assert set(spec["components"]["securitySchemes"]) == {"apiKey", "bearer", "userToken"}
     events = spec["paths"]["/events"]["post"]
     assert {"200", "400", "401", "413", "415", "422", "503"} <= set(events["responses"])
     assert events["security"] == [{"bearer": []}]
-    assert spec["paths"]["/recommend"]["post"]["security"] == [{"apiKey": []}]
-    assert "503" in spec["paths"]["/recommend"]["post"]["responses"]
+    recommend = spec["paths"]["/recommend"]["post"]
+    assert recommend["security"] == [{"apiKey": []}, {"userToken": []}]
+    assert {"403", "503"} <= set(recommend["responses"])
+    assert spec["paths"]["/status"]["post"]["security"] == [{"apiKey": []}]
+
+
+def test_a_user_token_reads_for_its_user_only(server, facts):
+    """A signed per-user token (CARTWISE_USER_TOKEN_SECRET) in place of the API key: reads
+    for its user; another user's are 403, a forged, altered or expired token is 401."""
+    from serving.user_tokens import issue
+
+    token = issue(USER_SECRET, facts.user, ttl_s=300)
+    mine = {"Authorization": f"Bearer {token}"}
+    query = facts.search_query
+    with httpx.Client(base_url=str(server.base_url), timeout=30) as c:
+        r = c.post("/recommend", json={"user_id": facts.user}, headers=mine)
+        assert r.status_code == 200 and r.json()["items"], r.text
+        for body in ({"query": query, "user_id": facts.user}, {"query": query}):
+            assert c.post("/search", json=body, headers=mine).status_code == 200
+        assert c.post("/intent", json={"query": query}, headers=mine).status_code == 200
+        for path, body in (
+            ("/recommend", {"user_id": facts.other_user}),
+            ("/search", {"query": query, "user_id": facts.other_user}),
+        ):
+            r = c.post(path, json=body, headers=mine)
+            assert r.status_code == 403 and "items" not in r.json(), (path, r.text)
+        # Chunked (no Content-Length): the body is still read and checked.
+        chunked = iter([json.dumps({"user_id": facts.other_user}).encode()])
+        as_json = {**mine, "content-type": "application/json"}
+        r = c.post("/recommend", content=chunked, headers=as_json)
+        assert r.status_code == 403
+        # /status is the shop's own: a user token does not open it.
+        assert c.post("/status", json={}, headers=mine).status_code == 401
+        head, _, sig = token.split(".")
+        other_claims = issue(USER_SECRET, facts.other_user).split(".")[1]
+        for bad in (
+            issue("another-secret", facts.user),
+            issue(USER_SECRET, facts.user, ttl_s=-1),
+            f"{head}.{other_claims}.{sig}",
+            "not-a-token",
+        ):
+            r = c.post(
+                "/recommend",
+                json={"user_id": facts.user},
+                headers={"Authorization": f"Bearer {bad}"},
+            )
+            assert r.status_code == 401 and "items" not in r.json(), (bad, r.text)
+    # The API key still reads for every user.
+    assert server.post("/recommend", json={"user_id": facts.other_user}).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/intent", "/search", "/recommend", "/status", "/events"])
@@ -637,13 +686,15 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     served = OnlineFeatures(store, "ranker_v1", cache_s=600)
     now = int(time.time())
 
-    def agree():
+    def agree(stock=stock, served=served):
         for user in users:
             want = stock.ranker_features(user, items, cats, now)
             got = served.ranker_features(user, items, cats, now)
             assert sorted(got.columns) == sorted(want.columns)
             pd.testing.assert_frame_equal(got[list(want.columns)], want)
 
+    # ranker_v2 adds an on-demand view over a pushed (user) and a cached (item) view.
+    agree(OnlineFeatures(store, "ranker_v2", cache_s=None), OnlineFeatures(store, "ranker_v2"))
     agree()
     _, cache = served._plan
     assert cache.misses > 0 and cache.hits > 0
