@@ -23,6 +23,8 @@ import hmac
 import json
 import time
 
+from governance.settings import get_settings
+
 PREFIX = "cwu1"
 
 
@@ -73,11 +75,11 @@ def verify(secret: str, token: str, now: float | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from governance.settings import get_settings
-
     parser = argparse.ArgumentParser(prog="python -m serving.user_tokens", description=__doc__)
     parser.add_argument("user_id", help="the shop's id of the user, as requests send it")
-    parser.add_argument("--ttl-s", type=int, default=3600, help="seconds the token is valid")
+    parser.add_argument(
+        "--ttl-s", type=int, default=3600, help="seconds the token is valid (default 3600)"
+    )
     args = parser.parse_args(argv)
     secret = get_settings().user_token_secret
     if secret is None:
