@@ -72,7 +72,7 @@ def _serve(env: dict, port: int, log: Path):
 
 def bench_loop(
     requests_per_round: int = 100,
-    rounds: int = 4,
+    rounds: int = 8,
     concurrency: int = 4,
     loop_requests: int = 400,
 ) -> list[dict]:
@@ -120,6 +120,7 @@ def bench_loop(
             ]
             lat = {"on": [], "off": []}
             errors = {"on": 0, "off": 0}
+            load_before = os.getloadavg()
             for r in range(rounds):
                 for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                     out = _run_load(
@@ -127,6 +128,7 @@ def bench_loop(
                     )
                     lat[mode] += out["latencies_ms"]
                     errors[mode] += out["errors"]
+            load_after = os.getloadavg()
             p99 = {m: _pick(sorted(v), 0.99) for m, v in lat.items()}
             p50 = {m: _pick(sorted(v), 0.5) for m, v in lat.items()}
             status = httpx.post(
@@ -151,6 +153,17 @@ def bench_loop(
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=120,
             ).raise_for_status()
+            # The reload reached one worker; the others follow by their store watch (5 s).
+            # The closed loop starts once several /status calls in a row show the experiment.
+            deadline, seen = time.monotonic() + 60, 0
+            while seen < 8 and time.monotonic() < deadline:
+                st = httpx.post(
+                    f"{url}/status", json={}, timeout=30, headers={"X-API-Key": API_KEY}
+                )
+                seen = (
+                    seen + 1 if st.json()["experiment"]["experiment"] == experiment["name"] else 0
+                )
+                time.sleep(0.25)
             loop = run(
                 ClosedLoopArgs(
                     url=url,
@@ -159,6 +172,7 @@ def bench_loop(
                     k=8,
                     seed=11,
                     token=TOKEN,
+                    api_key=API_KEY,  # reads need the server's key (a 401 is a failed request)
                     progress=False,
                 )
             )
@@ -169,7 +183,10 @@ def bench_loop(
 
         shutil.rmtree(tmp, ignore_errors=True)
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(loop.text(), file=sys.stderr)
     by = loop.by_variant()
+    if not {"ranker", "random"} <= set(by):
+        raise RuntimeError(f"closed loop: variants {sorted(by)} (expected ranker and random)")
     ranker, rnd = by["ranker"], by["random"]
     overhead_params = {
         "requests": requests_per_round * rounds,
@@ -185,6 +202,8 @@ def bench_loop(
         "log_reconciles": log_stats["reconciles"],
         "peak_child_rss_mb": round(rss_mb, 1),
         "cpus": os.cpu_count(),
+        # The machine is shared: its 1-minute load average before and after the timed rounds.
+        "load_avg_1m": [round(load_before[0], 2), round(load_after[0], 2)],
     }
     loop_params = {
         "requests": loop_requests,
@@ -201,7 +220,6 @@ def bench_loop(
         "ranker": ranker.model,
         "baseline": "random ordering of the same candidates (its CTR)",
     }
-    print(loop.text(), file=sys.stderr)
     return [
         # ratio = off / on: 1.0 means logging costs nothing at the tail.
         record(
