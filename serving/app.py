@@ -44,7 +44,11 @@ from training.bundles import (
 log = logging.getLogger("cartwise.serving")
 
 # Threads per lane and worker: the rank lane is CPU-bound (2 cores); events wait on PostgreSQL.
-LANES = {"fast": 8, "rank": 4, "events": 4}
+LANES = {
+    "fast": 8,
+    "rank": int(os.environ.get("CARTWISE_RANK_THREADS", "4")),
+    "events": 4,
+}
 
 
 @dataclass
