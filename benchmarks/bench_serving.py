@@ -259,7 +259,19 @@ def bench_recommend(
                 _start(feast_cmd + ["-w", str(workers)], ROOT / "feature_repo", env, tmp / "f.log")
             )
             _wait(f"http://127.0.0.1:{svc_port}/readyz", procs[0], tmp / "bento.log")
-            _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "f.log")
+            # `feast serve -w 2` can fail to boot: its workers open the SQL registry at once
+            # (seen: "can't change 'autocommit' now"). Start it again, at most twice more.
+            for attempt in range(3):
+                try:
+                    _wait(f"http://127.0.0.1:{feast_port}/health", procs[1], tmp / "f.log")
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    _stop(procs[1])
+                    procs[1] = _start(
+                        feast_cmd + ["-w", str(workers)], ROOT / "feature_repo", env, tmp / "f.log"
+                    )
 
             users = users_by_views(settings, world["sim"], limit=n_users)
             n_users = len(users)
