@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from features.drift import DEFAULT_THRESHOLD, DriftReport, compare, load_profiles, served_features
-from governance.db import connect
+from governance.db import transaction
 from training.bundles import info, model_store
 
 
@@ -29,12 +29,8 @@ def drift(model: str, since, threshold: float = DEFAULT_THRESHOLD, settings=None
         raise SystemExit(
             f"{meta['tag']} has no feature profile; models registered by training.retrain have one"
         )
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            served = served_features(cur, meta["tag"], since)
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        served = served_features(cur, meta["tag"], since)
     if served.empty:
         raise SystemExit(f"nothing served by {meta['tag']} since {since}")
     return compare(profiles, served, threshold)

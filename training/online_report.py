@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from governance.db import connect
+from governance.db import transaction
 
 Z95 = 1.959963984540054
 
@@ -273,14 +273,10 @@ def summarise_shadow(rows: pd.DataFrame) -> list[ShadowOutcome]:
 
 def outcome_rows(settings=None, since=None, experiment: str | None = None) -> pd.DataFrame:
     since = since or datetime(1970, 1, 1, tzinfo=UTC)
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(OUTCOMES_SQL, {"since": since, "experiment": experiment})
-            cols = [d[0] for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=cols)
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(OUTCOMES_SQL, {"since": since, "experiment": experiment})
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
 def report(settings=None, since=None, experiment: str | None = None) -> OnlineReport:

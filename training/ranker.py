@@ -54,7 +54,7 @@ from features.drift import profile
 from features.feast_store import get_store, set_env
 from features.frames import build_frame, read_frame, read_frame_info
 from features.labels import labels_sql
-from governance.db import connect
+from governance.db import transaction
 from training.bundles import RANKER_FEATURE_SERVICE, save_ranker
 from training.cli import arg, parse_dataclass
 from training.common import autocast, pick_device, run_dir, seed_everything, tb_writer
@@ -138,16 +138,12 @@ class RankerTrainArgs:
 def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[first, last] clean impression time, end made exclusive by one microsecond."""
 
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT min(event_ts), max(event_ts) FROM events "
-                "WHERE event_type = 'impression' AND NOT is_bot"
-            )
-            lo, hi = cur.fetchone()
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(
+            "SELECT min(event_ts), max(event_ts) FROM events "
+            "WHERE event_type = 'impression' AND NOT is_bot"
+        )
+        lo, hi = cur.fetchone()
     if lo is None:
         raise SystemExit("no clean impressions in the database: ingest a simulation first")
     return pd.Timestamp(lo), pd.Timestamp(hi) + pd.Timedelta(microseconds=1)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from governance.db import connect
+from governance.db import transaction
 from training.cli import arg, parse_dataclass
 from training.common import run_dir, write_json
 
@@ -61,13 +61,9 @@ WHERE b.source = %(source)s AND e.event_type = 'purchase' AND NOT e.is_bot
 
 def purchases_from_db(settings=None, source: str = "online_retail") -> pd.DataFrame:
 
-    conn = connect(settings)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(PURCHASES_SQL, {"source": source})
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    with transaction(settings) as cur:
+        cur.execute(PURCHASES_SQL, {"source": source})
+        rows = cur.fetchall()
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "quantity", "batch_id"])
 
 
