@@ -34,8 +34,9 @@ from governance.simulate import SimConfig, simulate
 from training.bundles import save_intent, save_ranker
 from training.intent import IntentTrainArgs, load_labelled
 from training.intent import train as train_intent
-from training.ranker import RankerTrainArgs, frame_from_feast
+from training.ranker import RankerTrainArgs
 from training.ranker import train as train_ranker
+from training.ranker_data import frame_from_feast
 
 TINY_RANKER = dict(
     buckets=1024,

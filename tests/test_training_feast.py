@@ -13,7 +13,8 @@ from features import feast_store, pipeline
 from governance.db import transaction
 from governance.ingest import ingest_online_retail, ingest_simulation
 from governance.simulate import preset, simulate
-from training.ranker import RankerTrainArgs, frame_from_feast, train
+from training.ranker import RankerTrainArgs, train
+from training.ranker_data import frame_from_feast
 from training.retail import RetailArgs, purchases_from_db, run
 
 

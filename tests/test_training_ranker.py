@@ -14,9 +14,10 @@ from features.drift import load_profiles
 from tests.training_data import ranker_frame
 from training.bundles import info, load_ranker, stored_ranker
 from training.metrics import roc_auc
-from training.ranker import RankerTrainArgs, time_split, train
+from training.ranker import RankerTrainArgs, train
 from training.ranker_ceiling import main as ceiling
 from training.ranker_ceiling import query_match
+from training.ranker_data import time_split
 from training.ranker_eval import DCN, LOGREG, auc_intervals, ship_gate
 from training.ranker_model import FeatureSpec, LinearRanker, RankerBundle, hash_ids
 

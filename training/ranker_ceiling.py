@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features.frames import read_frame, read_frame_info
-from training.ranker import RankerTrainArgs, numeric_objects, time_split
+from training.ranker import RankerTrainArgs
+from training.ranker_data import numeric_objects, time_split
 from training.ranker_eval import auc_intervals
 from training.ranker_model import FeatureSpec
 

@@ -34,8 +34,9 @@ from governance.settings import get_settings
 from training.bundles import info, load_ranker, save_ranker
 from training.cli import parse_dataclass
 from training.metrics import roc_auc
-from training.ranker import RankerTrainArgs, numeric_objects, time_split
+from training.ranker import RankerTrainArgs
 from training.ranker import train as train_ranker
+from training.ranker_data import numeric_objects, time_split
 
 log = logging.getLogger(__name__)
 
