@@ -205,7 +205,6 @@ def _sql(settings, query: str, params=None):
 
 def prepare_sim(settings, folder, events: int, days: int = 30, embeddings: bool = False):
     """simulate -> ingest -> pipeline (subprocesses) -> feast apply; returns (store, records)."""
-
     out: list[dict] = []
     sim = folder / "sim"
     s = _run(
@@ -444,7 +443,6 @@ def run_sim(
     redis_url: str | None = None,
 ) -> list[dict]:
     """The whole simulated-shop benchmark in a scratch database and folder (see module doc)."""
-
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 300_000)
     days = days or _env_int("CARTWISE_BENCH_DAYS", 30)
     if pit_rows is None:

@@ -51,7 +51,6 @@ API_KEY = "bench-api-key"
 
 
 def _serve(env: dict, port: int, log: Path):
-
     return subprocess.Popen(
         [
             str(Path(sys.executable).with_name("bentoml")),
@@ -248,7 +247,6 @@ def bench_loop(
 
 def load(url: str, bodies: list[dict], concurrency: int, warmup: int = 10) -> dict:
     """POST `bodies` from `concurrency` threads (in a process of its own); latencies in ms."""
-
     lat: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -285,7 +283,6 @@ def _next(it, lock):
 def _run_load(url: str, bodies: list[dict], concurrency: int) -> dict:
     """The load from another process, so the client's own work never shares the server's CPU
     accounting or GIL."""
-
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"url": url, "bodies": bodies, "concurrency": concurrency}, fh)
     out = subprocess.run(

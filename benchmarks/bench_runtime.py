@@ -43,7 +43,6 @@ def _ms_per_query(fn, queries: list[str], repeat: int = 1) -> float:
 
 
 def _macro_f1(proba: tuple[np.ndarray, np.ndarray], test, predictor) -> dict:
-
     y_i, y_c = encode_labels(test, predictor.intents, predictor.categories)
     ip, cp = proba
     out = {"intent": macro_f1(y_i.tolist(), ip.argmax(1).tolist())}

@@ -70,7 +70,6 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _sql(url: str, query: str):
-
     conn = psycopg2.connect(url)
     try:
         with conn, conn.cursor() as cur:
@@ -82,7 +81,6 @@ def _sql(url: str, query: str):
 
 def _labels_stage(rows: int) -> None:
     """Stage body (own process): FRAME_ROWS ranker labels spread over the period, a table."""
-
     url = Settings().database_url
     sql = labels_sql("ranker_v2", "1970-01-01", "2100-01-01")
     _sql(
@@ -150,7 +148,6 @@ def _span(url: str) -> list[str]:
 
 
 def _frame_params(folder: Path, name: str) -> dict:
-
     path = folder / name
     if not path.exists():
         return {}
@@ -161,7 +158,6 @@ def _frame_params(folder: Path, name: str) -> dict:
 
 def run(events: int | None = None) -> list[dict]:
     """All stages at `events` (default CARTWISE_BENCH_EVENTS) in a scratch database."""
-
     events = events or _env_int("CARTWISE_BENCH_EVENTS", 10_000_000)
     days = _env_int("CARTWISE_BENCH_DAYS", 30)
     rows = _env_int("CARTWISE_BENCH_FRAME_ROWS", 1_000_000)
@@ -301,7 +297,6 @@ def plot(records: list[dict], path: Path = RESULTS / "scale.png") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_scale",
         description=__doc__,

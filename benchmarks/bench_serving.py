@@ -91,7 +91,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
     """POST each [url, body] (in order, shared) from `concurrency` threads; latencies in ms."""
-
     lat: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -171,7 +170,6 @@ QUERIES = ["wireless headphones", "running shoes", "espresso beans", "buy iphone
 
 def _same_candidates(settings, users: list[str], candidates: int) -> dict[str, list[str]]:
     """The items the service ranks for each user: its own candidate code, in-process."""
-
     store = get_store(settings)
     cache = CatalogCache(settings)
     assert cache.refresh(), cache.last_error
@@ -397,7 +395,6 @@ def _mixed(url: str, users: list[str], n: int) -> list[list]:
 
 
 def run_all() -> list[dict]:
-
     return bench_recommend() + bench_intent()
 
 

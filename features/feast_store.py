@@ -18,7 +18,6 @@ REPO_PATH = Path(__file__).resolve().parent.parent / "feature_repo"
 
 
 def feast_environ(settings=None) -> dict[str, str]:
-
     return feast_env(settings)
 
 

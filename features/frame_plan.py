@@ -27,7 +27,6 @@ class Plan:
 
 def plan(store, service, full_feature_names: bool, ts_range) -> Plan:
     """Feature views, TTLs, sources and on-demand views of a service, as Feast resolves them."""
-
     # Feast is heavy to import (seconds): only code that opens a store pays for it.
     from feast import utils
     from feast.infra.offline_stores import offline_utils

@@ -16,7 +16,6 @@ from features.feast_store import get_store
 
 
 def show(settings=None, rows: int = 3, service: str = "ranker_v1") -> str:
-
     store = get_store(settings)
     entities = sample_entities(settings, rows)
     if entities.empty:

@@ -123,7 +123,6 @@ class Catalog:
 
 
 def load_catalog(settings, covisit_per_item: int = 20, max_session_items: int = 50) -> Catalog:
-
     eng = engine(settings)
     try:
         with eng.connect() as conn:

@@ -77,7 +77,6 @@ def check_online_store(settings) -> None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-
     while exc is not None:
         if isinstance(
             exc,

@@ -24,7 +24,6 @@ BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
 
 def _client_error(exc: BaseException) -> tuple[int, str] | None:
     """(status, a value-free summary) when `exc` is answered with a 4xx, else None."""
-
     if isinstance(exc, ValidationError):
         fields = sorted(
             {

@@ -251,7 +251,6 @@ def query_encoder(runtime: str, cache_dir: Path) -> Callable[[list[str]], np.nda
     Always fp32 under ONNX: a query vector is compared with the stored fp32 title vectors, and
     int8 moved it away from PyTorch's (cosine down to 0.93, `make bench`), where fp32 agrees
     to 1.0; the intent net's int8 keeps its macro-F1, so it gets int8."""
-
     if runtime == "torch":
         return lambda texts: np.asarray(embed_texts(list(texts)), np.float32)
     return OnnxEncoder.build(model_path(), cache_dir, quantise=False)

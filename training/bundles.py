@@ -55,7 +55,6 @@ def ranker_feature_service(model_metadata: dict) -> str:
 
 
 def model_store() -> ModelStore:
-
     home = os.environ.get("BENTOML_HOME", os.path.join(os.path.expanduser("~"), "bentoml"))
     path = os.path.join(os.path.expanduser(home), "models")
     os.makedirs(path, exist_ok=True)

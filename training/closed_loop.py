@@ -187,7 +187,6 @@ def wait_ready(url: str, timeout_s: float, headers: dict | None = None) -> None:
 
 
 def run(args: ClosedLoopArgs, truth: Truth | None = None) -> ClosedLoopResult:
-
     api_key = args.api_key or os.environ.get("CARTWISE_API_KEY", "cartwise-dev-api-key")
     read = {"X-API-Key": api_key}
     if args.wait_ready:

@@ -78,7 +78,6 @@ class IntentTrainArgs:
 
 
 def load_labelled(settings) -> pd.DataFrame:
-
     with engine(settings).connect() as conn:
         return pd.read_sql_query(
             "SELECT query, intent, category, source, batch_id FROM labelled_queries "

@@ -70,7 +70,6 @@ def char_tfidf(texts, max_features: int = 50_000):
 
 def hybrid_matrix(vectorizer, texts, embeddings: np.ndarray, embed_weight: float = 1.0):
     """TF-IDF rows (L2-normalised) beside the L2-normalised embedding, one sparse matrix."""
-
     return sparse.hstack(
         [vectorizer.transform(list(texts)), sparse.csr_matrix(embed_weight * embeddings)]
     ).tocsr()

@@ -23,7 +23,6 @@ from training.bundles import RANKER_FEATURE_SERVICE
 
 def impression_window(settings=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[first, last] clean impression time, end made exclusive by one microsecond."""
-
     with transaction(settings) as cur:
         cur.execute(
             "SELECT min(event_ts), max(event_ts) FROM events "
@@ -49,7 +48,6 @@ def frame_from_feast(
     as Parquet at `path` (a temporary file when None) by the set-based path, with the lineage
     of its labels (window, ingest batch ids) in the file's metadata. Returns (frame, feature
     names, lineage)."""
-
     if repo_path:
         # Feast is heavy to import (seconds): only code that opens a store pays for it.
         from feast import FeatureStore

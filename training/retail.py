@@ -60,7 +60,6 @@ WHERE b.source = %(source)s AND e.event_type = 'purchase' AND NOT e.is_bot
 
 
 def purchases_from_db(settings=None, source: str = "online_retail") -> pd.DataFrame:
-
     with transaction(settings) as cur:
         cur.execute(PURCHASES_SQL, {"source": source})
         rows = cur.fetchall()

@@ -170,7 +170,6 @@ def prepare(purchases: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) -> dict:
-
     t0 = time.time()
     p = prepare(purchases)
     cutoff = (

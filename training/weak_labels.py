@@ -115,7 +115,6 @@ def label_events(
 
 
 def load_events(settings) -> pd.DataFrame:
-
     with engine(settings).connect() as conn:
         return pd.read_sql_query(EVENTS_SQL, conn)
 
