@@ -24,7 +24,10 @@ examination effect in the logged clicks and is dropped at inference; it is off b
 because on logged test clicks (which carry that effect) it measured lower AUC.
 Ship gate: logistic regression on the same dense and vector features is trained beside the
 DCN-v2 and the DCN ships only if its validation AUC beats the regression's (by more than
-`--min-gain`); otherwise the regression ships, as a RankerBundle serving loads the same way.
+`--min-gain`) with confidence: the 90% one-sided lower bound of the gain over 200 paired
+resamples of whole validation lists must clear it too, so a win within the noise of a small
+validation split ships the simpler model. Otherwise the regression ships, as a RankerBundle
+serving loads the same way.
 With `--truth` the report also gives the simulator's oracles: p_click (with the examination
 term of the slot) and p_click_position_free (without it, the ceiling of a ranker that never
 sees the slot), each model's AUC as a fraction of the latter, and paired list-bootstrap
@@ -129,7 +132,8 @@ class RankerTrainArgs:
     min_gain: float = arg(
         0.0,
         "the DCN-v2 ships only if its validation AUC beats logistic regression's by more "
-        "than this; otherwise the regression ships (the same RankerBundle)",
+        "than this, also at the 90% lower bound over resampled validation lists; otherwise "
+        "the regression ships (the same RankerBundle)",
     )
     n_boot: int = arg(200, "list-bootstrap resamples of the test intervals (0: none)")
 

@@ -33,6 +33,10 @@ class ShipGate:
     val_auc: dict[str, float]
     min_gain: float
     shipped: str
+    # Lower end of the one-sided interval of (DCN AUC - logistic regression AUC) over
+    # bootstrap resamples of the validation lists (None: no list ids, point estimates only).
+    gain_low: float | None = None
+    level: float = 0.9
 
     @property
     def dcn_wins(self) -> bool:
@@ -41,8 +45,13 @@ class ShipGate:
     def reason(self) -> str:
         d, b = self.val_auc[DCN], self.val_auc[LOGREG]
         verdict = "ships" if self.dcn_wins else "loses: logistic regression ships instead"
+        sure = (
+            ""
+            if self.gain_low is None
+            else f", gain >= {self.gain_low:+.4f} at {self.level:.0%} over resampled lists"
+        )
         return (
-            f"DCN-v2 validation AUC {d:.4f} vs logistic regression {b:.4f} "
+            f"DCN-v2 validation AUC {d:.4f} vs logistic regression {b:.4f}{sure} "
             f"(+{self.min_gain:g} needed): DCN {verdict}"
         )
 
@@ -50,14 +59,35 @@ class ShipGate:
         return asdict(self) | {"reason": self.reason()}
 
 
-def ship_gate(val: pd.DataFrame, candidates: dict, min_gain: float = 0.0) -> ShipGate:
+def ship_gate(
+    val: pd.DataFrame,
+    candidates: dict,
+    min_gain: float = 0.0,
+    n_boot: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+) -> ShipGate:
     """`candidates` maps dcn_v2 and logreg to bundles (anything with predict(frame)). The DCN
-    ships only when its validation AUC beats the baseline's by more than `min_gain`; a NaN
-    (one class in validation) counts as losing."""
+    ships only when its validation AUC beats the baseline's by more than `min_gain`, and, when
+    the rows carry list ids, does so with confidence: the `level` one-sided lower bound of the
+    gain over `n_boot` paired resamples of whole lists must exceed `min_gain` too. A win within
+    the noise of a small validation split ships the simpler model. A NaN (one class in
+    validation) counts as losing."""
     y = val["label"].to_numpy()
-    auc = {name: roc_auc(y, bundle.predict(val)) for name, bundle in candidates.items()}
+    scores = {name: bundle.predict(val) for name, bundle in candidates.items()}
+    auc = {name: roc_auc(y, s) for name, s in scores.items()}
     wins = bool(auc[DCN] > auc[LOGREG] + min_gain)  # NaN compares False
-    return ShipGate(auc, min_gain, DCN if wins else LOGREG)
+    low = None
+    if wins and n_boot > 0 and "list_id" in val:
+        gains = [
+            roc_auc(y[i], scores[DCN][i]) - roc_auc(y[i], scores[LOGREG][i])
+            for i in list_bootstrap_index(val["list_id"].to_numpy(), n_boot, seed)
+        ]
+        gains = np.asarray(gains, float)
+        gains = gains[~np.isnan(gains)]
+        low = float(np.quantile(gains, 1 - level)) if len(gains) else float("nan")
+        wins = bool(low > min_gain)
+    return ShipGate(auc, min_gain, DCN if wins else LOGREG, low, level)
 
 
 def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, strength: float = 20.0):
