@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pandas as pd
 
 from features import pipeline
@@ -37,6 +44,12 @@ from training.intent import train as train_intent
 from training.ranker import RankerTrainArgs
 from training.ranker import train as train_ranker
 from training.ranker_data import frame_from_feast
+
+# The credentials every served world is started with (never a deployment's).
+TOKEN = "test-events-token"
+API_KEY = "test-api-key"
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+REPO = Path(__file__).resolve().parent.parent
 
 TINY_RANKER = dict(
     buckets=1024,
@@ -176,6 +189,76 @@ def build(
         "profiles": profiles,
         "bentoml_home": os.environ.get("BENTOML_HOME"),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(world: dict, env: dict | None = None, ready_s: float = 300) -> Iterator[httpx.Client]:
+    """A real `bentoml serve serving.service:Cartwise` of `world` (what `build` returned plus
+    its `settings` and `root`) on a free port, with `env` on top of the world's connections and
+    credentials; yields a client that sends the API key. The log is `root`/serve.log; the
+    server's process group is stopped on exit."""
+    s, port = world["settings"], free_port()
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": s.database_url,
+        "REDIS_URL": s.redis_url,
+        "CARTWISE_PSEUDONYM_KEY": s.pseudonym_key.get_secret_value(),
+        "CARTWISE_EVENTS_TOKEN": TOKEN,
+        "CARTWISE_API_KEY": API_KEY,
+        "CARTWISE_DATA_DIR": str(s.data_dir),
+        "BENTOML_HOME": world["bentoml_home"],
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    log_path = world["root"] / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 (the server writes it)
+    proc = subprocess.Popen(
+        [BENTOML, "serve", "serving.service:Cartwise", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=REPO,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"X-API-Key": API_KEY}
+    )
+    # Two workers load the models; the first start exports MiniLM to ONNX (a minute on a
+    # busy 2-core machine).
+    deadline = time.time() + ready_s
+    try:
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, log_path.read_text()[-3000:]
+            try:
+                # /readyz answers once a worker's __init__ ran and the catalogue loaded.
+                if (
+                    client.get("/readyz").status_code == 200
+                    and client.post("/status", json={}).json()["ready"]
+                ):
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        yield client
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 if __name__ == "__main__":

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import psycopg2
@@ -21,23 +17,12 @@ import pytest
 from conftest import REDIS_URL, TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
 
 from governance.settings import Settings
-from tests.serving_world import build
+from tests.serving_world import API_KEY, TOKEN, build, serve
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "test-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-API_KEY = "test-api-key"
 READ = {"X-API-Key": API_KEY}
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +62,6 @@ def world(template_database, redis_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(world):
-    s, port = world["settings"], free_port()
     experiment = {
         "name": "ranker-vs-random",
         "variants": [
@@ -86,52 +70,8 @@ def server(world):
         ],
         "shadow": world["ranker_tag"],
     }
-    env = {
-        **os.environ,
-        "DATABASE_URL": s.database_url,
-        "REDIS_URL": s.redis_url,
-        "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
-        "CARTWISE_EVENTS_TOKEN": TOKEN,
-        "CARTWISE_API_KEY": API_KEY,
-        "CARTWISE_DATA_DIR": str(s.data_dir),
-        "BENTOML_HOME": world["bentoml_home"],
-        "CARTWISE_EXPERIMENT": json.dumps(experiment),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "BENTOML_DO_NOT_TRACK": "True",
-        "OMP_NUM_THREADS": "1",
-    }
-    log = open(world["root"] / "serve.log", "w")  # noqa: SIM115 (the server writes it)
-    proc = subprocess.Popen(
-        [BENTOML, "serve", "serving.service:Cartwise", "--port", str(port), "--host", "127.0.0.1"],
-        cwd=Path(__file__).parent.parent,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=READ)
-    deadline = time.time() + 180
-    try:
-        while True:
-            assert proc.poll() is None, (world["root"] / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, "server not ready in 180 s"
-            try:
-                if client.post("/status", json={}).json()["ready"]:
-                    break
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
+    with serve(world, {"CARTWISE_EXPERIMENT": json.dumps(experiment)}) as client:
         yield client
-    finally:
-        client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def sql(settings, query, *args):

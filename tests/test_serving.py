@@ -14,8 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,22 +30,13 @@ import redis as redis_lib
 from conftest import TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
 
 from governance.settings import Settings
-from tests.serving_world import WorldFacts, build
+from tests.serving_world import API_KEY, TOKEN, WorldFacts, build, free_port, serve
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "test-events-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-API_KEY = "test-api-key"
 READ = {"X-API-Key": API_KEY}
 USER_SECRET = "test-user-token-secret"
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivateRedis:
@@ -148,64 +137,15 @@ def facts(world) -> WorldFacts:
 
 @pytest.fixture(scope="module")
 def server(world):
-    s, port = world["settings"], free_port()
     env = {
-        **os.environ,
-        "DATABASE_URL": s.database_url,
-        "REDIS_URL": s.redis_url,
-        "CARTWISE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
-        "CARTWISE_EVENTS_TOKEN": TOKEN,
-        "CARTWISE_API_KEY": API_KEY,
         "CARTWISE_USER_TOKEN_SECRET": USER_SECRET,
         "CARTWISE_SERVING_LOCK_TIMEOUT_S": "5",
         "CARTWISE_REDIS_TIMEOUT_S": "0.5",
-        "CARTWISE_DATA_DIR": str(s.data_dir),
-        "BENTOML_HOME": world["bentoml_home"],
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
         "CARTWISE_SERVING_COOLDOWN_S": "0.5",
         "CARTWISE_SERVING_REFRESH_S": "2",
-        "BENTOML_DO_NOT_TRACK": "True",
-        "OMP_NUM_THREADS": "1",
     }
-    log = open(world["root"] / "serve.log", "w")  # noqa: SIM115 (the server writes it)
-    proc = subprocess.Popen(
-        [BENTOML, "serve", "serving.service:Cartwise", "--port", str(port), "--host", "127.0.0.1"],
-        cwd=Path(__file__).parent.parent,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=30, headers=READ)
-    # Two workers load the models; the first start exports MiniLM to ONNX (a minute on a
-    # busy 2-core machine).
-    deadline = time.time() + 300
-    try:
-        while True:
-            assert proc.poll() is None, (world["root"] / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, (world["root"] / "serve.log").read_text()[-3000:]
-            try:
-                # /readyz answers once the worker's __init__ ran and the catalogue loaded.
-                if (
-                    client.get("/readyz").status_code == 200
-                    and client.post("/status", json={}).json()["ready"]
-                ):
-                    break
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
+    with serve(world, env) as client:
         yield client
-    finally:
-        client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def now_iso(delta_s: float = 0) -> str:
