@@ -77,9 +77,10 @@ class SearchRequest(_Strict):
     )
 
 
-class SearchResponse(BaseModel):
-    query: str
-    intent: IntentResponse
+class ServedList(BaseModel):
+    """What every served list carries (search and recommendations): the ranked items, whether
+    a fallback served them, and what the feedback loop joins clicks on."""
+
     items: list[ScoredItem]
     fallback: bool = False
     fallback_reason: str | None = None
@@ -89,6 +90,11 @@ class SearchResponse(BaseModel):
     variant: str = Field(description="Experiment variant that served the list.")
     ranker: str = Field(description="Model (tag) or ordering ('random', 'popularity') used.")
     feature_service: str
+
+
+class SearchResponse(ServedList):
+    query: str
+    intent: IntentResponse
 
 
 class RecommendRequest(_Strict):
@@ -98,18 +104,9 @@ class RecommendRequest(_Strict):
     context: Context | None = None
 
 
-class RecommendResponse(BaseModel):
+class RecommendResponse(ServedList):
     user_id: str
-    items: list[ScoredItem]
     cold_start: bool = Field(description="No recent items or affinities known for the user.")
-    fallback: bool = False
-    fallback_reason: str | None = None
-    list_id: str = Field(
-        description="Id of this served list: send it with the clicks and purchases it leads to."
-    )
-    variant: str = Field(description="Experiment variant that served the list.")
-    ranker: str = Field(description="Model (tag) or ordering ('random', 'popularity') used.")
-    feature_service: str
 
 
 class EventIn(_Strict):
