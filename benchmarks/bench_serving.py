@@ -15,7 +15,9 @@ Records {name, value, unit, baseline_value, ratio, params}:
     ratio = baseline / value for latencies, value / baseline for throughput.
     serving_mixed_p99_over_c1_p50        p99 of a mixed load (/recommend, /search, /intent,
                                          /status) at concurrency 8 over the p50 of the same
-                                         mix at concurrency 1 (how much queueing costs)
+                                         mix at concurrency 1 (how much queueing costs); its
+                                         params.by_endpoint splits both per endpoint (c1 p50,
+                                         c8 p50/p99), to see whether cheap calls queue
     intent_encoder_speedup               see benchmarks.bench_runtime
 
 Both servers run on this machine against the same PostgreSQL registry and a private
@@ -90,8 +92,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
-    """POST each [url, body] (in order, shared) from `concurrency` threads; latencies in ms."""
+    """POST each [url, body] (in order, shared) from `concurrency` threads; latencies in ms,
+    overall and per endpoint (the URL's path), so a mix shows which endpoints queue."""
     lat: list[float] = []
+    by_path: dict[str, list[float]] = {}
     errors = 0
     lock = threading.Lock()
     it = iter(range(len(requests)))
@@ -113,6 +117,7 @@ def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> 
                 with lock:
                     if r.status_code == 200:
                         lat.append(dt)
+                        by_path.setdefault(httpx.URL(url).path, []).append(dt)
                     else:
                         errors += 1
 
@@ -123,18 +128,24 @@ def load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> 
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    lat.sort()
+    return {
+        **_quantiles(lat),
+        "rps": len(lat) / wall,
+        "ok": len(lat),
+        "errors": errors,
+        "by_endpoint": {
+            path: {**_quantiles(v), "n": len(v)} for path, v in sorted(by_path.items())
+        },
+    }
+
+
+def _quantiles(lat: list[float]) -> dict:
+    lat = sorted(lat)
 
     def pick(q):
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
-    return {
-        "p50_ms": pick(0.5),
-        "p99_ms": pick(0.99),
-        "rps": len(lat) / wall,
-        "ok": len(lat),
-        "errors": errors,
-    }
+    return {"p50_ms": pick(0.5), "p99_ms": pick(0.99)}
 
 
 def _run_load(requests: list[list], concurrency: int, warmup: int, headers: dict) -> dict:
@@ -343,6 +354,8 @@ def bench_recommend(
         "c1_p50_ms": round(mixed_c1["p50_ms"], 2),
         "c8_p99_ms": round(mixed_c8["p99_ms"], 2),
         "c8_rps": round(mixed_c8["rps"], 2),
+        # Per endpoint: does a cheap call (/intent, /status) wait behind /recommend at c8?
+        "by_endpoint": _by_endpoint(mixed_c1, mixed_c8),
         "errors": mixed_c1["errors"] + mixed_c8["errors"],
         "requests": len(mix),
         "cpus": os.cpu_count(),
@@ -375,6 +388,23 @@ def bench_recommend(
             higher_is_better=False,
         ),
     ]
+
+
+def _by_endpoint(c1: dict, c8: dict) -> dict:
+    """{path: c1 p50, c8 p50 and p99, c8 p99 over c1 p50} for each endpoint of the mix."""
+    out = {}
+    for path, one in c1["by_endpoint"].items():
+        eight = c8["by_endpoint"].get(path)
+        if eight is None:
+            continue
+        out[path] = {
+            "c1_p50_ms": round(one["p50_ms"], 2),
+            "c8_p50_ms": round(eight["p50_ms"], 2),
+            "c8_p99_ms": round(eight["p99_ms"], 2),
+            "c8_p99_over_c1_p50": round(eight["p99_ms"] / one["p50_ms"], 2),
+            "c8_n": eight["n"],
+        }
+    return out
 
 
 def _mixed(url: str, users: list[str], n: int) -> list[list]:
