@@ -4,7 +4,8 @@ The tables and their time semantics are documented in `features/pipeline.py`: a 
 stamped T describes its entity from clean events with event_ts < T. Feature names are unique
 across views so training sets and online responses need no view prefixes.
 
-Feature services are model contracts, versioned with the model: `ranker_v1`, `intent_v1`.
+Feature services are model contracts, versioned with the model: `ranker_v1` to `ranker_v3`,
+`intent_v1`.
 
 Sources: the PostgreSQL feature tables, or with `CARTWISE_OFFLINE_ENGINE=spark` the same tables
 as Parquet under `CARTWISE_LAKE_FEATURES` (written by features.spark_pipeline) for Feast's
@@ -675,6 +676,61 @@ def session_category_match(inputs: dict) -> dict:
     return {"item_in_session_categories": match, "session_category_rank": rank}
 
 
+@on_demand_feature_view(
+    sources=[
+        query_stats[
+            [
+                "q_top_category_1",
+                "q_top_category_1_share",
+                "q_top_category_2",
+                "q_top_category_2_share",
+            ]
+        ],
+        item_stats[["item_category"]],
+    ],
+    schema=[
+        Field(name="query_category_share", dtype=Float64),
+        Field(name="query_top_category_match", dtype=Float64),
+    ],
+    mode="python",
+    description=(
+        "query_category_share: Share of the query's 30-day clicks that went to the item's "
+        "category (its top two categories; 0 for any other; null: no query, or a query without "
+        "clicked categories in query_stats); query_top_category_match: 1 when the item's "
+        "category is the query's most clicked one, else 0 (null as the share)."
+    ),
+    owner=FEATURES_OWNER,
+    tags={"layer": "on_demand"},
+)
+def query_category_match(inputs: dict) -> dict:
+    """How relevant the item's category is to the request's query, from what the query's
+    searchers clicked: a query-item relevance for search lists. Recommendation lists have no
+    query, so both values are null there (the ranker adds a missing indicator)."""
+
+    # The registry stores the function alone, so its helper lives inside it.
+    def _unknown(value) -> bool:
+        """None, or the NaN a missing value becomes in Feast's offline (pandas) path."""
+        return value is None or (isinstance(value, float) and value != value)
+
+    share, top = [], []
+    for c1, s1, c2, s2, category in zip(
+        inputs["q_top_category_1"],
+        inputs["q_top_category_1_share"],
+        inputs["q_top_category_2"],
+        inputs["q_top_category_2_share"],
+        inputs["item_category"],
+    ):
+        if _unknown(c1):
+            share.append(None)
+            top.append(None)
+            continue
+        hit1 = not _unknown(category) and category == c1
+        hit2 = not _unknown(category) and not _unknown(c2) and category == c2
+        share.append(float(s1) if hit1 else float(s2) if hit2 else 0.0)
+        top.append(1.0 if hit1 else 0.0)
+    return {"query_category_share": share, "query_top_category_match": top}
+
+
 # ---------------------------------------------------------------- feature services
 # ranker_v1 needs entity rows with user_id, item_id, category (the item's leaf category),
 # event_timestamp and request_ts_s. Pinned features: changing this list is a new version.
@@ -715,6 +771,30 @@ ranker_v2 = FeatureService(
     tags={"model": "ranker", "version": "2"},
     description="ranker_v1 + whether the item's category was viewed earlier in the session.",
 )
+
+# ranker_v3 = ranker_v2 + query-item relevance: how much of the query's clicks went to the
+# item's category. Entity rows carry `query` (lower-cased, trimmed; null on recommendation
+# lists, which leaves the relevance null).
+ranker_v3 = FeatureService(
+    name="ranker_v3",
+    features=[
+        user_stats,
+        item_stats,
+        category_stats,
+        user_category_affinity,
+        user_session,
+        request_time_features,
+        user_recency,
+        price_vs_user_avg,
+        user_item_similarity,
+        session_category_match,
+        query_category_match,
+    ],
+    owner=RANKER_OWNER,
+    tags={"model": "ranker", "version": "3"},
+    description="ranker_v2 + the query's click share in the item's category (search lists).",
+)
+
 
 # intent_v1 needs entity rows with query, event_timestamp and request_ts_s.
 intent_v1 = FeatureService(

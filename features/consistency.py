@@ -3,7 +3,8 @@
     python -m features.consistency [--at ISO_TS] [--sample 50] [--service ranker_v2 ...]
 
 For every feature service (or those given), a sample of entity rows from the latest snapshots
-((user, item, category) for rankers, queries for intent; from the lake's feature tables with
+((user, item, category) for rankers, with a query for those keyed by the query too; queries
+for intent; from the lake's feature tables with
 CARTWISE_OFFLINE_ENGINE=spark) is read online (`get_online_features`
 on the service, request time `at`) and offline by the path training uses (the set-based frame,
 features.frames, at `at`, default now), and every feature whose values differ is reported
@@ -94,6 +95,55 @@ def sample_queries(settings=None, n: int = 50) -> pd.DataFrame:
             (n,),
         )
         return pd.DataFrame(cur.fetchall(), columns=["query"])
+
+
+def with_queries(settings, entities: pd.DataFrame) -> pd.DataFrame:
+    """Ranker rows for a service keyed by the query too: every other row gets a recent
+    frequent query whose most clicked category is the row's, the others another recent query.
+    Never none: Feast's online read takes no null join key (serving leaves the query's views
+    out for a list without a query; the frame's nulls there are checked against Feast's stock
+    path in tests/test_features_pit.py)."""
+    if _spark_path(settings):
+        recent = _lake_recent(
+            settings or get_settings(), "query_features", ["query", "q_top_category_1"]
+        )
+    else:
+        with transaction(settings) as cur:
+            cur.execute(
+                """SELECT DISTINCT query, q_top_category_1 FROM query_features
+                   WHERE event_timestamp >= (SELECT max(event_timestamp) FROM query_features)
+                                            - interval '7 days'
+                   ORDER BY query"""
+            )
+            recent = pd.DataFrame(cur.fetchall(), columns=["query", "q_top_category_1"])
+    by_category = recent.dropna().drop_duplicates("q_top_category_1")
+    by_category = dict(zip(by_category["q_top_category_1"], by_category["query"]))
+    queries = recent["query"].tolist()
+    out = []
+    if not queries:
+        raise ValueError("no recent query_features rows to pair with the ranker's rows")
+    for k, category in enumerate(entities["category"]):
+        if k % 2 == 0 and category in by_category:
+            out.append(by_category[category])
+        else:
+            out.append(queries[k % len(queries)])
+    return entities.assign(query=out)
+
+
+def service_join_keys(store, service_name: str) -> set[str]:
+    """Join keys of every feature view a service reads, the inputs of its on-demand views
+    included."""
+    service = store.get_feature_service(service_name)
+    views = {v.name: v for v in store.list_feature_views()}
+    views.update({v.name: v for v in store.list_stream_feature_views()})
+    odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+    names = set()
+    for proj in service.feature_view_projections:
+        if proj.name in odfvs:
+            names |= set(odfvs[proj.name].source_feature_view_projections)
+        else:
+            names.add(proj.name)
+    return {key for name in names if name in views for key in views[name].join_keys}
 
 
 def _same(a, b) -> bool:
@@ -214,6 +264,8 @@ def check_all(store, settings=None, services=None, n: int = 50, at=None) -> dict
             entities = sample_queries(settings, n)
         else:
             entities = sample_entities(settings, n)
+            if "query" in service_join_keys(store, name):
+                entities = with_queries(settings, entities)
         out[name] = check_service(store, name, entities, at=at)
     return out
 

@@ -44,6 +44,32 @@ def test_ranker_v2_is_ranker_v1_plus_the_session_match(definitions):
     assert v2 - v1 == {"session_category_match"} and v1 <= v2
 
 
+def test_query_category_match_is_the_query_click_share_of_the_item_category(definitions):
+    udf = definitions.query_category_match.feature_transformation.udf
+    nan = float("nan")
+    out = udf(
+        {
+            "q_top_category_1": ["Lamps", "Lamps", "Lamps", None, nan, "Lamps"],
+            "q_top_category_1_share": [0.7, 0.7, 0.7, None, nan, 1.0],
+            "q_top_category_2": ["Sofas", "Sofas", None, None, nan, None],
+            "q_top_category_2_share": [0.2, 0.2, 0.0, None, nan, 0.0],
+            "item_category": ["Lamps", "Sofas", "Sofas", "Lamps", "Lamps", None],
+        }
+    )
+    # top category, second category, another category, then no query stats (None online,
+    # NaN offline): unknown, so null; an item without a category matches nothing.
+    assert out == {
+        "query_category_share": [0.7, 0.2, 0.0, None, None, 0.0],
+        "query_top_category_match": [1.0, 0.0, 0.0, None, None, 0.0],
+    }
+
+
+def test_ranker_v3_is_ranker_v2_plus_the_query_category_match(definitions):
+    names = lambda service: {p.name for p in service.feature_view_projections}  # noqa: E731
+    v2, v3 = names(definitions.ranker_v2), names(definitions.ranker_v3)
+    assert v3 - v2 == {"query_category_match"} and v2 <= v3
+
+
 def _definitions_of(definitions, kind):
     return [v for v in vars(definitions).values() if isinstance(v, kind)]
 

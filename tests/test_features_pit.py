@@ -46,7 +46,14 @@ def _norm(v):
 
 
 # On-demand inputs that no service lists: the stock frame carries them, the set-based one not.
-ODFV_ONLY_INPUTS = {"title_embedding", "recent_items_embedding"}
+ODFV_ONLY_INPUTS = {
+    "title_embedding",
+    "recent_items_embedding",
+    "q_top_category_1",
+    "q_top_category_1_share",
+    "q_top_category_2",
+    "q_top_category_2_share",
+}
 
 
 def assert_same(stock: pd.DataFrame, fast: pd.DataFrame) -> None:
@@ -66,7 +73,7 @@ def assert_same(stock: pd.DataFrame, fast: pd.DataFrame) -> None:
             )
 
 
-@pytest.mark.parametrize("service", ["ranker_v1", "ranker_v2", "intent_v1"])
+@pytest.mark.parametrize("service", ["ranker_v1", "ranker_v2", "ranker_v3", "intent_v1"])
 def test_lateral_matches_stock_on_labels(env, service):
     kw = dict(start=synthetic.T0, end=END)
     stock = build_training_set(env["store"], service, method="stock", **kw)
@@ -77,6 +84,10 @@ def test_lateral_matches_stock_on_labels(env, service):
     assert feats and stock[feats].notna().any().all()  # the join found rows, not only nulls
     if "user_item_cosine" in fast:  # the similarity is really computed, and sometimes unknown
         assert (fast["user_item_cosine"] != 0).any() and (fast["user_item_cosine"] == 0).any()
+    if "query_category_share" in fast:  # search rows get a relevance, recommendation rows null
+        share = fast["query_category_share"]
+        assert (share > 0).any() and (share == 0).any() and share.isna().any()
+        assert share[fast["query"].isna()].isna().all()
 
 
 def test_lateral_matches_stock_on_edge_rows(env):

@@ -145,13 +145,16 @@ def test_materialize_sqlite_and_consistency(env):
     assert report["compared"] > 0 and report["mismatches"] == []
     # Every service, on-demand similarities included, online vs the training frame.
     reports = check_all(fs, settings, n=20, at=END)
-    assert set(reports) == {"ranker_v1", "ranker_v2", "intent_v1"}
+    assert set(reports) == {"ranker_v1", "ranker_v2", "ranker_v3", "intent_v1"}
     for name, r in reports.items():
         assert r["compared"] > 0 and r["mismatches"] == [], (name, r["mismatches"][:3])
     assert {"user_item_cosine", "hour_of_day", "ctr_7d"} <= set(
         reports["ranker_v2"]["feature_names"]
     )
     assert "user_session" in reports["ranker_v2"]["skipped"]
+    assert {"query_category_share", "query_top_category_match"} <= set(
+        reports["ranker_v3"]["feature_names"]
+    )
     # A changed offline value is reported.
     u = entities.iloc[0]["user_id"]
     _sql(
