@@ -76,7 +76,16 @@ LAKE_KEYS = {"items": ("item_id",), "users": ("user_id",), "labelled_queries": (
 class SparkRunReport:
     out: str
     rows: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per SQL file, plus write
+    steps: list[dict] = field(default_factory=list)  # per step: source, kind, name, seconds
+    plans: dict[str, str] = field(default_factory=dict)  # "file kind name": physical plan
+
+
+def physical_plan(df, mode: str = "formatted") -> str:
+    """The plan Spark runs for `df` (as EXPLAIN FORMATTED prints it), as a string."""
+    jvm = df.sparkSession._jvm
+    explain_mode = jvm.org.apache.spark.sql.execution.ExplainMode.fromString(mode)
+    return df._jdf.queryExecution().explainString(explain_mode)
 
 
 def spark_session(master: str = "local[*]", shuffle_partitions: int = 8, app: str = "cartwise"):
@@ -98,8 +107,9 @@ def spark_session(master: str = "local[*]", shuffle_partitions: int = 8, app: st
     )
 
 
-def read_lake(spark, uri: str) -> dict[str, int]:
-    """Register the lake's tables as views (latest batch per key) and `_new_batches`."""
+def read_lake(spark, uri: str, cache: bool = True) -> dict[str, int | None]:
+    """Register the lake's tables as views (latest batch per key) and `_new_batches`; with
+    `cache`, each table is read once into Spark's block store, and its rows are counted."""
     # PySpark is the optional `spark` extra and starts a JVM: imported where Spark runs.
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -117,8 +127,12 @@ def read_lake(spark, uri: str) -> dict[str, int]:
         if table in LAKE_KEYS:
             w = Window.partitionBy(*LAKE_KEYS[table]).orderBy(F.col("batch_id").desc())
             df = df.withColumn("_rk", F.row_number().over(w)).where("_rk = 1").drop("_rk")
+        if cache:
+            # Read once: the steps read `events` six times and `items` nine (each time its
+            # latest-batch window), and every read lists and opens a file per batch.
+            df = df.localCheckpoint()
         df.createOrReplaceTempView(table)
-        counts[table] = None
+        counts[table] = df.count() if cache else None
     spark.sql("SELECT DISTINCT batch_id FROM events").createOrReplaceTempView("_new_batches")
     return counts
 
@@ -177,8 +191,11 @@ def run(
     out: str | None = None,
     progress: bool = False,
     embeddings: bool = True,
+    explain: bool = False,
 ) -> SparkRunReport:
-    """Rebuild every feature table on Spark from the lake and write them as Parquet."""
+    """Rebuild every feature table on Spark from the lake and write them as Parquet.
+
+    `explain`: keep each step's physical plan in the report (`plans`)."""
     settings = settings or get_settings()
     params = params or PipelineParams()
     spark = spark or spark_session(settings.spark_master)
@@ -188,7 +205,9 @@ def run(
     uri = lake_uri(settings)
     out = out or settings.lake_features()
     report = SparkRunReport(out=out)
+    t0 = time.perf_counter()
     read_lake(spark, uri)
+    report.seconds["read_lake"] = round(time.perf_counter() - t0, 3)
     tables = _empty_tables(spark)
     files = sql_files()
     if progress:
@@ -196,11 +215,22 @@ def run(
     for path in files:
         t0 = time.perf_counter()
         for step in spark_steps(path, params.sql_params()):
+            t1 = time.perf_counter()
             df = spark.sql(step.sql)
+            if explain:
+                report.plans[f"{step.source} {step.kind} {step.name}"] = physical_plan(df)
             if step.kind == "view":
                 df.localCheckpoint().createOrReplaceTempView(step.name)
             else:
                 _append(spark, tables, step.name, df, step.columns)
+            report.steps.append(
+                {
+                    "source": step.source,
+                    "kind": step.kind,
+                    "name": step.name,
+                    "seconds": round(time.perf_counter() - t1, 3),
+                }
+            )
         report.seconds[path.stem] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     for name in feature_tables():
@@ -255,6 +285,11 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-embeddings", action="store_true", help="do not copy the embedding tables"
     )
+    parser.add_argument(
+        "--explain",
+        metavar="FILE",
+        help="write each step's physical plan (EXPLAIN FORMATTED) to FILE (default: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -266,8 +301,13 @@ def _main(argv: list[str] | None = None) -> None:
         out=args.out,
         progress=True,
         embeddings=not args.no_embeddings,
+        explain=bool(args.explain),
     )
-    print(json.dumps(report.__dict__, indent=2))
+    if args.explain:
+        with open(args.explain, "w") as f:
+            for step, plan in report.plans.items():
+                f.write(f"==== {step}\n{plan}\n")
+    print(json.dumps({k: v for k, v in report.__dict__.items() if k != "plans"}, indent=2))
 
 
 if __name__ == "__main__":

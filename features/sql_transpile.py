@@ -26,6 +26,14 @@ the meaning identical (each rewrite is exact in both dialects):
   `extract(epoch FROM a - b)` -> the difference of those (Spark has no epoch field), with a
   cast to an integer rounding as PostgreSQL's numeric cast does (Spark's truncates).
 
+One rewrite is for the plan, not the meaning (`_decorrelate_lateral`): a `LEFT JOIN LATERAL`
+that aggregates the first k rows of a correlated `ORDER BY ... LIMIT k` becomes a join with
+`row_number()`. Spark decorrelates the LATERAL by itself, but it pairs the correlated rows of a
+non-equality predicate (`(p.ts, p.id) <= (s.ts, s.id)`) with every row of the inner table in a
+CartesianProduct, so the session step grew with the square of all events (97 s of a 169 s run
+at 20k events, unfinished at 300k). Rewritten, the equality predicates are hash keys and each
+row meets only its own key's rows, as PostgreSQL's index scan does.
+
 `feature_table_schemas` reads the feature tables' columns from the Alembic migration that
 creates them, so the Spark tables have the PostgreSQL tables' names and types.
 """
@@ -135,6 +143,119 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
+# Aggregates that return NULL over no rows, as a LEFT JOIN's missing row does.
+_NULL_ON_EMPTY = (exp.GroupConcat, exp.Max, exp.Min, exp.Sum, exp.Avg, exp.ArrayAgg)
+
+
+def _lateral_parts(join: exp.Join):
+    """(body, limited) of `LEFT JOIN LATERAL (SELECT aggs FROM (SELECT ... LIMIT k) x) ON true`,
+    or None for any other shape (left to Spark's own decorrelation)."""
+    lateral = join.this
+    if not (
+        isinstance(lateral, exp.Lateral)
+        and isinstance(lateral.this, exp.Subquery)
+        and join.side in ("", "LEFT")
+        and join.args.get("on") in (None, exp.true())
+        and lateral.alias
+    ):
+        return None
+    body = lateral.this.this
+    if not isinstance(body, exp.Select) or body.args.get("joins"):
+        return None
+    for key in ("where", "group", "having", "limit", "order", "distinct", "qualify"):
+        if body.args.get(key):
+            return None
+    if not all(
+        isinstance(e, exp.Alias) and isinstance(e.this, _NULL_ON_EMPTY) for e in body.expressions
+    ):
+        return None
+    source = body.args["from_"].this
+    if not isinstance(source, exp.Subquery) or not isinstance(source.this, exp.Select):
+        return None
+    limited = source.this
+    limit = limited.args.get("limit")
+    if not (limit and isinstance(limit.expression, exp.Literal) and limited.args.get("where")):
+        return None
+    for key in ("group", "having", "distinct", "qualify", "offset", "with_"):
+        if limited.args.get(key):
+            return None
+    if any(isinstance(e, exp.Star) for e in limited.expressions):
+        return None
+    return body, limited
+
+
+def _decorrelate_lateral(node: exp.Expression) -> exp.Expression:
+    """`s LEFT JOIN LATERAL (SELECT aggs FROM (SELECT cols FROM t p WHERE pred ORDER BY o
+    LIMIT k) x) lv ON true` -> `s LEFT JOIN (SELECT keys, aggs FROM (SELECT cols, keys,
+    row_number() OVER (PARTITION BY keys ORDER BY o) FROM t p, (SELECT DISTINCT keys FROM s)
+    s WHERE pred) x WHERE rn <= k GROUP BY keys) lv ON lv.keys <=> s.keys`, where keys are the
+    outer columns the LATERAL reads. Exact: each outer row gets the aggregates of the same k
+    rows, and no row (NULL aggregates) where the LATERAL's aggregates are over no rows."""
+    if not isinstance(node, exp.Select) or not node.args.get("joins"):
+        return node
+    for i, join in enumerate(node.args["joins"]):
+        parts = _lateral_parts(join)
+        if parts is None:
+            continue
+        body, limited = parts
+        inner = {t.alias_or_name for t in join.this.this.find_all(exp.Table, exp.Subquery)}
+        inner |= {a.name for a in join.this.this.find_all(exp.TableAlias)}
+        refs = [c for c in join.this.find_all(exp.Column) if c.table and c.table not in inner]
+        where = limited.args["where"]
+        if not refs or any(c.find_ancestor(exp.Where) is not where for c in refs):
+            continue  # correlated outside the limited WHERE: not this shape
+        outer_alias = refs[0].table
+        if any(c.table != outer_alias for c in refs):
+            continue
+        sources = [node.args["from_"].this] + [j.this for j in node.args["joins"][:i]]
+        outer = next((t for t in sources if t.alias_or_name == outer_alias), None)
+        if not isinstance(outer, (exp.Table, exp.Subquery)):
+            continue
+        keys = list(dict.fromkeys(c.name for c in refs))
+        key_names = [f"_lateral_{k}" for k in keys]
+        domain = (
+            exp.select(*[exp.column(k, outer_alias) for k in keys])
+            .distinct()
+            .from_(outer.copy())
+            .subquery(outer_alias)
+        )
+        order = limited.args.get("order")
+        rank = exp.Window(
+            this=exp.RowNumber(),
+            partition_by=[exp.column(k, outer_alias) for k in keys],
+            order=order.copy() if order else None,
+        )
+        ranked = limited.copy()
+        ranked.set("limit", None)
+        ranked.set("order", None)
+        ranked = ranked.select(
+            *[exp.column(k, outer_alias).as_(n) for k, n in zip(keys, key_names)],
+            exp.alias_(rank, "_lateral_rn"),
+        ).join(domain, join_type="CROSS")
+        x = body.args["from_"].this.alias
+        first_k = (
+            exp.select("*")
+            .from_(ranked.subquery("_ranked"))
+            .where(exp.column("_lateral_rn") <= limited.args["limit"].expression.copy())
+        )
+        grouped = body.copy()
+        grouped.set("from_", exp.From(this=first_k.subquery(x)))
+        grouped.set("expressions", [exp.column(n, x) for n in key_names] + grouped.expressions)
+        grouped.set("group", exp.Group(expressions=[exp.column(n, x) for n in key_names]))
+        lv = join.this.alias
+        on = exp.and_(
+            *[
+                exp.NullSafeEQ(this=exp.column(n, lv), expression=exp.column(k, outer_alias))
+                for k, n in zip(keys, key_names)
+            ]
+        )
+        node = node.copy()
+        node.args["joins"][i] = exp.Join(this=grouped.subquery(lv), side="LEFT", on=on)
+        node.args["joins"][i].parent = node
+        return _decorrelate_lateral(node)
+    return node
+
+
 def _statements(text: str) -> Iterator[exp.Expression]:
     # Spark has no ON COMMIT: a view lives as long as the run anyway.
     text = re.sub(r"\bON\s+COMMIT\s+DROP\b", "", text, flags=re.IGNORECASE)
@@ -144,7 +265,8 @@ def _statements(text: str) -> Iterator[exp.Expression]:
 
 
 def to_spark(node: exp.Expression) -> str:
-    return node.transform(_rewrite).sql("spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    node = node.transform(_decorrelate_lateral).transform(_rewrite)
+    return node.sql("spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
 
 
 def spark_steps(path: Path, params: dict) -> Iterator[Step]:

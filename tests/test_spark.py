@@ -158,7 +158,22 @@ def spark_run(shop, spark):
     """The Spark pipeline over the shop's lake, once: to <lake>/features (Feast's sources)."""
     from features import spark_pipeline
 
-    return spark_pipeline.run(shop["settings"], spark)
+    return spark_pipeline.run(shop["settings"], spark, explain=True)
+
+
+def test_spark_plans_have_no_cartesian_product(spark_run):
+    """No step pairs every row with every row: a CartesianProduct or a nested-loop join grows
+    with the square of the events (the session step's LATERAL did, until the transpiler
+    rewrote it), and every time-range join also has an equality key to hash on."""
+    assert len(spark_run.plans) == len(spark_run.steps) > 20
+    slow = [
+        step
+        for step, plan in spark_run.plans.items()
+        if "CartesianProduct" in plan or "NestedLoopJoin" in plan
+    ]
+    assert slow == []
+    hourly = spark_run.plans["10_hourly.sql insert feature_item_hourly"]
+    assert "date_trunc(HOUR, event_ts" in hourly and "HashJoin" in hourly
 
 
 def test_spark_pipeline_equals_postgres(shop, spark_run):
