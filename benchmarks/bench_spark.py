@@ -24,10 +24,17 @@ into params. Records (benchmarks/results/spark.json, merged by event count):
     spark_pit_rows_per_s   Spark local[2] point-in-time rows/s; baseline_value: PostgreSQL's
     spark_core_speedup     pipeline seconds at local[1] / at local[2] (2.0: linear)
 
+Every stage also records the load average (1 min) before and after it: the machine may be
+shared, and a 2-core machine at load 6 gives each process a fraction of a core. A Spark stage
+stopped at its time limit is recorded with finished: false (spark_pipeline_s then holds the
+seconds it ran, a lower bound) and the stages that need its tables are skipped.
+
 Environment: CARTWISE_BENCH_EVENTS [1000000], CARTWISE_BENCH_DAYS [30],
 CARTWISE_BENCH_PIT_ROWS [50000] (capped at the impressions there are),
 CARTWISE_BENCH_SKIP_LOCAL1 [0] (no local[1] pipeline, no speed-up),
-CARTWISE_BENCH_PIT_LOCAL1 [0] (1: the Spark PIT at local[1] too, its speed-up in params).
+CARTWISE_BENCH_PIT_LOCAL1 [0] (1: the Spark PIT at local[1] too, its speed-up in params),
+CARTWISE_BENCH_SPARK_TIMEOUT_S [0: none] (time limit of each Spark stage),
+CARTWISE_BENCH_SPARK_MEMORY [2g] (spark.driver.memory: in local mode the executors' heap).
 """
 
 from __future__ import annotations
@@ -42,12 +49,15 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import psycopg2
+from sqlalchemy.engine import make_url
 
-from benchmarks.common import record, run_stage, scratch_database
-from governance.db import transaction
+from benchmarks.common import ADMIN_URL, record, run_stage
+from governance.db import migrate, transaction
 from governance.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,7 +72,35 @@ def _write(path: str, body: dict) -> None:
     Path(path).write_text(json.dumps(body))
 
 
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(ADMIN_URL)
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def scratch_database():
+    """A migrated database for this benchmark only (cw_spark_bench_*), dropped afterwards."""
+    name = f"cw_spark_bench_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    settings = Settings(database_url=url)
+    try:
+        migrate(settings)
+        yield settings
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # ---------------------------------------------------------------- stage bodies (own process)
+
+
+def _spark_memory() -> str:
+    return os.environ.get("CARTWISE_BENCH_SPARK_MEMORY") or "2g"
 
 
 def _spark_pipeline_stage(master: str, out: str) -> None:
@@ -70,12 +108,17 @@ def _spark_pipeline_stage(master: str, out: str) -> None:
     from features import spark_pipeline
 
     settings = Settings(spark_master=master)
-    spark = spark_pipeline.spark_session(master)
+    spark = spark_pipeline.spark_session(master, driver_memory=_spark_memory())
     spark.range(1).count()  # JVM and executors up before the clock starts
     t0 = time.perf_counter()
-    report = spark_pipeline.run(settings, spark)
+    report = spark_pipeline.run(settings, spark, explain=True)
     seconds = time.perf_counter() - t0
-    _write(out, {"seconds": seconds, "rows": report.rows, "steps": report.seconds})
+    plans = Path(out).with_suffix(".plans.txt")
+    plans.write_text("".join(f"==== {k}\n{v}\n" for k, v in report.plans.items()))
+    _write(
+        out,
+        {"seconds": seconds, "rows": report.rows, "files": report.seconds, "steps": report.steps},
+    )
 
 
 def _pit_stage(engine: str, master: str, out: str) -> None:
@@ -95,7 +138,8 @@ def _pit_stage(engine: str, master: str, out: str) -> None:
     if engine == "spark":
         from features.spark_pipeline import spark_session  # PySpark: the Spark stage only
 
-        spark_session(master).range(1).count()  # the session Feast then finds active
+        # The session Feast then finds active.
+        spark_session(master, driver_memory=_spark_memory()).range(1).count()
     t0 = time.perf_counter()
     frame = build_training_set(store, SERVICE, entity_df=rows)
     seconds = time.perf_counter() - t0
@@ -112,6 +156,7 @@ def run(events: int | None = None) -> list[dict]:
     skip_local1 = os.environ.get("CARTWISE_BENCH_SKIP_LOCAL1") == "1"
     cores = ["local[2]"] if skip_local1 else ["local[1]", "local[2]"]
     pit_cores = cores if os.environ.get("CARTWISE_BENCH_PIT_LOCAL1") == "1" else ["local[2]"]
+    spark_timeout = _env_int("CARTWISE_BENCH_SPARK_TIMEOUT_S", 0) or None
     folder = Path(tempfile.mkdtemp(prefix="cw_bench_spark_"))
     log = folder / "stages.log"
     stages: dict[str, dict] = {}
@@ -144,40 +189,75 @@ def run(events: int | None = None) -> list[dict]:
                 *[(f"spark_pipeline_{m}", [*me, "spark-pipeline", m]) for m in cores[:-1]],
             ]  # fmt: skip
             for name, args in plan:
+                spark_stage = name.startswith("spark_")
+                first = stages.get("spark_pipeline_local[2]", {"finished": True})
+                if spark_stage and not first["finished"]:
+                    continue  # no Spark feature tables to join; local[1] is slower still
                 result = folder / f"{name}.json"
                 if "--stage" in args:
                     args = [*args, str(result)]
-                res = run_stage(args, env, log)
+                load_before = os.getloadavg()[0]
+                res = run_stage(args, env, log, timeout_s=spark_timeout if spark_stage else None)
                 body = json.loads(result.read_text()) if result.exists() else {}
-                body |= {"wall_s": round(res.seconds, 2), "peak_rss_gb": round(res.peak_rss_gb, 3)}
+                body |= {
+                    "wall_s": round(res.seconds, 2),
+                    "peak_rss_gb": round(res.peak_rss_gb, 3),
+                    "finished": res.finished,
+                    "load_before": round(load_before, 2),
+                    "load_after": round(os.getloadavg()[0], 2),
+                }
+                if res.reason:
+                    body["stopped_by"] = res.reason
+                if spark_stage and (folder / f"{name}.plans.txt").exists():
+                    keep = RESULTS / f"spark-plans-{events}-{name}.txt"
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(folder / f"{name}.plans.txt", keep)
                 stages[name] = body
-                print(f"  {name}: {json.dumps(body)[:300]}", flush=True)
+                print(f"  {name}: {json.dumps(body)[:400]}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return records(events, days, stages)
 
 
+def _load(stage: dict) -> list[float]:
+    return [stage.get("load_before"), stage.get("load_after")]
+
+
 def records(events: int, days: int, stages: dict[str, dict]) -> list[dict]:
-    base = {"events": events, "days": days, "cpus": multiprocessing.cpu_count()}
+    base = {
+        "events": events,
+        "days": days,
+        "cpus": multiprocessing.cpu_count(),
+        "spark_driver_memory": _spark_memory(),
+    }
     pg, sp2 = stages["pg_pipeline"], stages["spark_pipeline_local[2]"]
-    pg_pit, sp_pit = stages["pg_pit"], stages["spark_pit_local[2]"]
     out = [
         record(
             "spark_pipeline_s",
-            sp2["seconds"],
+            sp2["seconds"] if sp2["finished"] else sp2["wall_s"],
             "s",
             pg["wall_s"],
             {
                 **base,
                 "master": "local[2]",
+                "finished": sp2["finished"],
+                **({"stopped_by": sp2["stopped_by"]} if "stopped_by" in sp2 else {}),
                 "spark_wall_s": sp2["wall_s"],
                 "spark_peak_rss_gb": sp2["peak_rss_gb"],
+                "spark_files_s": sp2.get("files"),
                 "pg_peak_rss_gb": pg["peak_rss_gb"],
                 "lake_export_s": stages["lake_export"]["wall_s"],
+                "load_1min_spark": _load(sp2),
+                "load_1min_pg": _load(pg),
                 "baseline": "python -m features.pipeline --no-embeddings (wall, whole process)",
             },
             higher_is_better=False,
         ),
+    ]
+    if "spark_pit_local[2]" not in stages:
+        return out
+    pg_pit, sp_pit = stages["pg_pit"], stages["spark_pit_local[2]"]
+    out += [
         record(
             "spark_pit_rows_per_s",
             sp_pit["rows"] / sp_pit["seconds"],
@@ -190,11 +270,13 @@ def records(events: int, days: int, stages: dict[str, dict]) -> list[dict]:
                 "rows": sp_pit["rows"],
                 "spark_s": round(sp_pit["seconds"], 2),
                 "pg_s": round(pg_pit["seconds"], 2),
+                "load_1min_spark": _load(sp_pit),
+                "load_1min_pg": _load(pg_pit),
                 "baseline": "build_training_set on PostgreSQL (set-based, features.frames)",
             },
         ),
     ]
-    if "spark_pipeline_local[1]" in stages:
+    if stages.get("spark_pipeline_local[1]", {}).get("finished"):
         sp1 = stages["spark_pipeline_local[1]"]
         pit1 = stages.get("spark_pit_local[1]")
         pit_speedup = pit1 and round(pit1["seconds"] / sp_pit["seconds"], 3)
@@ -209,6 +291,9 @@ def records(events: int, days: int, stages: dict[str, dict]) -> list[dict]:
                     "local1_s": round(sp1["seconds"], 2),
                     "local2_s": round(sp2["seconds"], 2),
                     "pit_speedup": pit_speedup,
+                    "local1_files_s": sp1.get("files"),
+                    "load_1min_local1": _load(sp1),
+                    "load_1min_local2": _load(sp2),
                     "ideal": 2.0,
                 },
             )

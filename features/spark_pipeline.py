@@ -88,15 +88,26 @@ def physical_plan(df, mode: str = "formatted") -> str:
     return df._jdf.queryExecution().explainString(explain_mode)
 
 
-def spark_session(master: str = "local[*]", shuffle_partitions: int = 8, app: str = "cartwise"):
-    """A SparkSession in UTC with cartwise's settings (reused if one is already running)."""
+def spark_session(
+    master: str = "local[*]",
+    shuffle_partitions: int = 8,
+    app: str = "cartwise",
+    driver_memory: str | None = None,
+):
+    """A SparkSession in UTC with cartwise's settings (reused if one is already running).
+
+    `driver_memory` (e.g. "4g") sizes the JVM that Python starts, which in local mode runs the
+    executors too; it has no effect once a JVM is running (Spark's default is 1g)."""
     from pyspark.sql import SparkSession  # heavy: only the Spark path loads it
 
     # Python workers run this interpreter (with cartwise's packages), not whatever python3 is
     # first on PATH; a cluster sets PYSPARK_PYTHON for its executors.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    if driver_memory:
+        builder = builder.config("spark.driver.memory", driver_memory)
     return (
-        SparkSession.builder.master(master)
+        builder.master(master)
         .appName(app)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
@@ -277,6 +288,10 @@ def _main(argv: list[str] | None = None) -> None:
         help="spark.sql.shuffle.partitions (default: %(default)s)",
     )
     parser.add_argument(
+        "--driver-memory",
+        help="spark.driver.memory, the local-mode executors' heap too (default: Spark's, 1g)",
+    )
+    parser.add_argument(
         "--min-query-searches",
         type=int,
         default=3,
@@ -293,7 +308,11 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
-    spark = spark_session(args.master or settings.spark_master, args.shuffle_partitions)
+    spark = spark_session(
+        args.master or settings.spark_master,
+        args.shuffle_partitions,
+        driver_memory=args.driver_memory,
+    )
     report = run(
         settings,
         spark,
