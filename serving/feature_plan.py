@@ -1,6 +1,7 @@
 """The ranker's feature service read in three parts, with item- and category-level values
 cached between materialisations. Same values as one `get_online_features` call on the service
-(tests/test_feature_plan.py compares them); a fraction of its time.
+(tests/test_serving.py, test_served_features_equal_feasts_*, compares them); a fraction of its
+time.
 
 One `FeatureStore.get_online_features` call over the whole service, for 200 candidates, spends
 most of its time turning ~13k proto values into Python twice (once for the on-demand views,
@@ -8,9 +9,10 @@ once for the response) and running each on-demand view over the rows. Most of th
 not depend on the user: an item's statistics, its title embedding and its category's
 statistics change only when a materialisation writes them. So a request reads:
 
-    per request  the views keyed by the user alone (one entity row) together with the views
-                 keyed by the user and something else (one row per distinct category among
-                 the candidates): one Feast call;
+    per request  the views keyed by the user alone (user_stats, user_session, ...) together
+                 with the views keyed by the user and something else (user_category_affinity,
+                 a row per distinct category among the candidates): one read through the
+                 online store's own reader (`UserViews`), never cached;
     cached       the views keyed by item or category only, fetched through Feast for the keys
                  not yet cached and kept until the materialisation watermark of any of those
                  views moves (read from the registry every `recheck_s`) or `ttl_s` passes;
@@ -46,13 +48,20 @@ class _Group:
     join_keys: tuple[str, ...]
     refs: list[str] = field(default_factory=list)  # 'view:feature', service and ODFV inputs
     names: list[str] = field(default_factory=list)  # the refs' feature names, same order
+    # The refs' Feast value types (from the views' schemas), for the same Python conversion
+    # `OnlineResponse.to_dict` applies.
+    types: list[Any] = field(default_factory=list)
 
 
 class FeaturePlan:
     """What to read and compute for one feature service (built once from the registry)."""
 
     def __init__(self, store, service):
+        # Feast is heavy to import (seconds); a plan exists only where a store is open.
+        from feast.type_map import feast_value_type_to_python_type
+
         self.store = store
+        self.to_python = feast_value_type_to_python_type  # what OnlineResponse.to_dict uses
         self.outputs: list[str] = []  # feature names in the service's order, FVs then ODFVs
         self.request_fields: list[str] = []
         self.groups: dict[tuple[str, ...], _Group] = {}
@@ -85,6 +94,7 @@ class FeaturePlan:
                 if f.name in feats:
                     group.refs.append(f"{name}:{f.name}")
                     group.names.append(f.name)
+                    group.types.append(f.dtype.to_value_type())
         self.cached_views = sorted(
             {ref.split(":")[0] for g in self.shared_groups for ref in g.refs}
         )
@@ -181,6 +191,7 @@ def _frozen(value):
 def ranker_frame(
     plan: FeaturePlan,
     cache: SharedCache,
+    users: UserViews,
     user_id: str,
     items: list[str],
     categories: list[str],
@@ -190,10 +201,8 @@ def ranker_frame(
     n = len(items)
     row_keys = {"user_id": [user_id] * n, "item_id": list(items), "category": list(categories)}
     columns: dict[str, list] = dict(row_keys)
-    # Per request: the views keyed by the user, one call per join-key set (the user alone: one
-    # row; the user and a category: a row per distinct category), never cached.
-    for group in plan.user_groups:
-        _user_columns(plan.store, group, row_keys, columns)
+    # Per request: every view keyed by the user, in one read, never cached.
+    columns.update(users.read(row_keys))
     for group in plan.shared_groups:
         keys = list(zip(*(row_keys[k] for k in group.join_keys)))
         values = cache.rows(group, list(dict.fromkeys(keys)))
@@ -209,13 +218,122 @@ def ranker_frame(
     return pd.DataFrame({c: columns[c] for c in wanted})
 
 
-def _user_columns(store, group: _Group, row_keys: dict, columns: dict) -> None:
-    tuples = list(zip(*(row_keys[k] for k in group.join_keys)))
-    distinct = list(dict.fromkeys(tuples))
-    rows = {k: [t[i] for t in distinct] for i, k in enumerate(group.join_keys)}
-    resp = store.get_online_features(features=group.refs, entity_rows=rows).to_dict()
-    index = {t: r for r, t in enumerate(distinct)}
-    pos = [index[t] for t in tuples]
-    for name in group.names:
-        col = [_frozen(v) for v in resp[name]]
-        columns[name] = [col[p] for p in pos]
+class UserViews:
+    """The plan's views keyed by the user, read for one request in one round trip.
+
+    `get_online_features` over all of them at once is slower than the two calls it replaces
+    (measured: it fans every user-alone value out to each (user, category) row as protos);
+    so the views are read through the online store's own reader instead: Feast's entity-key
+    encoding, Feast's stored format, Feast's conversion to Python
+    (`feast_value_type_to_python_type` with the view's declared type, as
+    `OnlineResponse.to_dict` does), each view read once per distinct key of its own. On
+    Redis, every view's HMGETs go out in one pipeline, split exactly as the store's
+    `online_read` splits its own (key and field encoding, then the replies' decoding), with
+    the field keys computed once here instead of once per call; any other store gets one
+    `online_read` per view. Like `get_online_features` in this Feast, no TTL is applied to
+    online rows (tests/test_serving.py checks an expired row against it).
+    """
+
+    def __init__(self, store, plan: FeaturePlan, batched: bool | None = None):
+        # Feast is heavy to import (seconds); only a process with an open store gets here.
+        from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+        from feast.infra.provider import get_provider
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
+
+        self.config = store.config
+        self.online = get_provider(store.config).online_store
+        self._entity_key, self._to_protos = EntityKey, python_values_to_proto_values
+        self.to_python = plan.to_python
+        if batched is None:
+            batched = isinstance(self.online, RedisOnlineStore)
+        self.batched = batched
+        self.views: list[_UserView] = []
+        for group in plan.user_groups:
+            by_view: dict[str, list[tuple[str, Any]]] = {}
+            for ref, name, vtype in zip(group.refs, group.names, group.types):
+                by_view.setdefault(ref.split(":")[0], []).append((name, vtype))
+            for name, feats in by_view.items():
+                view = _feature_view(store, name)
+                key_types = {f.name: f.dtype.to_value_type() for f in view.entity_columns}
+                uv = _UserView(
+                    view,
+                    group.join_keys,
+                    [key_types[k] for k in group.join_keys],
+                    [f for f, _ in feats],
+                    [t for _, t in feats],
+                )
+                if batched:
+                    # The store's own field keys (and its timestamp field), made once.
+                    uv.fv_name = _versioned_fv_name(view, self.config)
+                    uv.fields, uv.hset_keys = self.online._generate_hset_keys_for_features(
+                        view, list(uv.names), fv_name_override=uv.fv_name
+                    )
+                self.views.append(uv)
+
+    def _keys(self, uv: _UserView, distinct: list[tuple]) -> list:
+        cols = [self._to_protos([t[i] for t in distinct], vt) for i, vt in enumerate(uv.key_types)]
+        return [
+            self._entity_key(join_keys=list(uv.join_keys), entity_values=[c[r] for c in cols])
+            for r in range(len(distinct))
+        ]
+
+    def read(self, row_keys: dict[str, list]) -> dict[str, list]:
+        """{feature: [value per row]} for the rows' join keys (a row whose key has a null
+        gets nulls, as the cached views' rows do)."""
+        plans = []
+        for uv in self.views:
+            tuples = list(zip(*(row_keys[k] for k in uv.join_keys)))
+            distinct = list(dict.fromkeys(tuples))
+            known = [t for t in distinct if all(v is not None for v in t)]
+            plans.append((uv, tuples, known, self._keys(uv, known) if known else []))
+        if self.batched:
+            commands, spans = [], []
+            for uv, _t, _k, keys in plans:
+                redis_keys = self.online._generate_redis_keys_for_entities(self.config, keys)
+                spans.append(len(redis_keys))
+                commands += [(k, uv.hset_keys) for k in redis_keys]
+            replies = self.online._read_hash_fields(self.config, commands) if commands else []
+            read, at = [], 0
+            for (uv, *_), n in zip(plans, spans):
+                part = replies[at : at + n]
+                at += n
+                read.append(
+                    self.online._convert_redis_values_to_protobuf(part, uv.fv_name, uv.fields)
+                    if n
+                    else []
+                )
+        else:
+            read = [
+                self.online.online_read(self.config, uv.view, keys, list(uv.names)) if keys else []
+                for uv, _t, _k, keys in plans
+            ]
+        out: dict[str, list] = {}
+        n = len(row_keys[ROW_KEYS[0]])
+        for (uv, tuples, known, _keys), rows in zip(plans, read):
+            data = [d or {} for _ts, d in rows]
+            index = {t: i for i, t in enumerate(known)}
+            # Each row's read (the last slot: a key with a null, read as nulls), found once
+            # per view; a user-alone view has one read for all rows.
+            null = len(known)
+            pos = [index.get(t, null) for t in tuples]
+            same = len(set(pos)) == 1
+            for name, vtype in zip(uv.names, uv.types):
+                vals = [
+                    _frozen(self.to_python(d[name], vtype)) if name in d else None for d in data
+                ]
+                vals.append(None)
+                out[name] = [vals[pos[0]]] * n if same else [vals[p] for p in pos]
+        return out
+
+
+@dataclass
+class _UserView:
+    view: Any
+    join_keys: tuple[str, ...]
+    key_types: list[Any]
+    names: list[str]
+    types: list[Any]
+    fv_name: str = ""
+    fields: list[str] = field(default_factory=list)  # the store's reply order (names + ts)
+    hset_keys: list = field(default_factory=list)

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from serving.breaker import Breaker
-from serving.feature_plan import FeaturePlan, SharedCache, ranker_frame
+from serving.feature_plan import FeaturePlan, SharedCache, UserViews, ranker_frame
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class OnlineFeatures:
         self.breaker = Breaker("online store", StoreUnavailable, cooldown_s)
         self.cache_s = cache_s
         self._service = None
-        self._plan: tuple[FeaturePlan, SharedCache] | None = None
+        self._plan: tuple[FeaturePlan, SharedCache, UserViews] | None = None
 
     def _feature_service(self):
         # Resolved lazily (and kept): the registry may be down when the service starts.
@@ -82,15 +82,16 @@ class OnlineFeatures:
             "request_ts_s": [int(request_ts_s)] * len(items),
         }
         if self.cache_s is not None:
-            plan, cache = self._parts()
-            return ranker_frame(plan, cache, user_id, items, categories, request_ts_s)
+            plan, cache, users = self._parts()
+            return ranker_frame(plan, cache, users, user_id, items, categories, request_ts_s)
         resp = self.store.get_online_features(features=self._feature_service(), entity_rows=rows)
         return pd.DataFrame(resp.to_dict())
 
-    def _parts(self) -> tuple[FeaturePlan, SharedCache]:
+    def _parts(self) -> tuple[FeaturePlan, SharedCache, UserViews]:
         if self._plan is None:
             plan = FeaturePlan(self.store, self._feature_service())
-            self._plan = (plan, SharedCache(self.store, plan, ttl_s=self.cache_s))
+            cache = SharedCache(self.store, plan, ttl_s=self.cache_s)
+            self._plan = (plan, cache, UserViews(self.store, plan))
         return self._plan
 
     def warm(self, items: list[str], categories: list[str], chunk: int = 1000) -> int:
@@ -98,7 +99,7 @@ class OnlineFeatures:
         first requests then pay no misses). Returns the keys read; 0 without a cache."""
         if not self.cache_s:
             return 0
-        plan, cache = self._parts()
+        plan, cache, _users = self._parts()
         rows = {"item_id": list(items), "category": list(categories)}
         n = 0
         for group in plan.shared_groups:

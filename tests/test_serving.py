@@ -606,13 +606,16 @@ def test_every_connection_has_timeouts(world):
 
 
 def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world, facts):
-    """The ranker's features as serving reads them (views keyed by the user per request, item
-    and category views cached, on-demand views over all rows by their own definitions) equal
-    one `get_online_features` call on the feature service: fresh, from the cache, and after a
-    materialisation moves the watermark (which drops the cache)."""
+    """The ranker's features as serving reads them (views keyed by the user per request in one
+    read through the online store's reader, item and category views cached, on-demand views
+    over all rows by their own definitions) equal one `get_online_features` call on the
+    feature service: fresh, from the cache, after a materialisation moves the watermark (which
+    drops the cache), for an unknown user, and for a user whose rows are past every user
+    view's TTL (whatever Feast answers for those, serving must answer the same)."""
     from features.feast_store import get_store
     from governance.privacy import pseudonymise
     from serving.catalog import load_catalog
+    from serving.feature_plan import FeaturePlan, UserViews
     from serving.features import OnlineFeatures
 
     s = world["settings"]
@@ -621,7 +624,8 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     items = [i for i in cat.items.index if cat.category_of(i)]
     cats = [cat.category_of(i) for i in items]
     key = s.pseudonym_key.get_secret_value()
-    users = [pseudonymise(facts.user, key), pseudonymise(facts.other_user, key), None]
+    expired = _write_expired_user(store, cats[0])
+    users = [pseudonymise(facts.user, key), pseudonymise(facts.other_user, key), None, expired]
     stock = OnlineFeatures(store, "ranker_v1", cache_s=None)
     served = OnlineFeatures(store, "ranker_v1", cache_s=600)
     now = int(time.time())
@@ -636,11 +640,26 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     # ranker_v2 adds an on-demand view over a pushed (user) and a cached (item) view.
     agree(OnlineFeatures(store, "ranker_v2", cache_s=None), OnlineFeatures(store, "ranker_v2"))
     agree()
-    _, cache = served._plan
+    # The expired user's rows were read, not dropped: the comparison above covered them.
+    frame = stock.ranker_features(expired, items, cats, now)
+    assert frame["clicks_1h"].eq(3).all() and frame["session_views"].eq(3).all()
+    assert frame.loc[0, "uc_clicks_30d"] == 2
+    # The Redis path (one pipeline over all user views) equals the store's plain per-view
+    # `online_read`, the path every other online store takes.
+    plan = FeaturePlan(store, store.get_feature_service("ranker_v1"))
+    batched, per_view = UserViews(store, plan), UserViews(store, plan, batched=False)
+    assert batched.batched and not per_view.batched
+    for user in users:
+        rows = {"user_id": [user or "anonymous"] * len(items), "item_id": items, "category": cats}
+        a, b = batched.read(rows), per_view.read(rows)
+        assert a.keys() == b.keys()
+        for name in a:
+            pd.testing.assert_series_equal(pd.Series(a[name]), pd.Series(b[name]), obj=name)
+    _, cache, _ = served._plan
     assert cache.misses > 0 and cache.hits > 0
     hits = cache.hits
     agree()
-    assert cache.hits - hits == 3 * (len(items) + len(set(cats)))  # all from the cache
+    assert cache.hits - hits == 4 * (len(items) + len(set(cats)))  # all from the cache
     cache.recheck_s = 0
     before = cache.watermark()
     store.materialize_incremental(datetime.now(UTC))
@@ -648,6 +667,35 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     misses = cache.misses
     agree()
     assert cache.misses > misses  # read again after the materialisation
+
+
+def _write_expired_user(store, category: str) -> str:
+    """A user whose every user-keyed row is older than its view's TTL; returns its key."""
+    user = f"expired-{uuid.uuid4().hex[:8]}"
+    long_ago = datetime.now(UTC) - timedelta(days=90)  # past 30 d (stats) and 2 h (session)
+    for name in ("user_stats", "user_category_affinity", "user_session", "user_recent_embedding"):
+        try:
+            view = store.get_feature_view(name)
+        except Exception:  # user_session is a stream view
+            view = store.get_stream_feature_view(name)
+        assert view.ttl and view.ttl < datetime.now(UTC) - long_ago, name
+        row = {"user_id": [user], "event_timestamp": [long_ago], "created": [long_ago]}
+        if "category" in view.join_keys:
+            row["category"] = [category]
+        for f in view.features:
+            if f.name in view.join_keys:  # a stream view lists its entity among its fields
+                continue
+            kind = f.dtype.to_value_type().name
+            row[f.name] = [category if kind == "STRING" else [0.1] * 384 if "LIST" in kind else 3]
+        if name == "user_category_affinity":
+            row["uc_clicks_30d"] = [2]
+        if name == "user_session":  # a stream view is written through its push source
+            from feast.data_source import PushMode  # heavy: Feast, only where a store is open
+
+            store.push("user_session_push", pd.DataFrame(row), to=PushMode.ONLINE)
+        else:
+            store.write_to_online_store(name, pd.DataFrame(row))
+    return user
 
 
 def test_a_held_lock_delays_only_events(server, world, facts):
