@@ -48,6 +48,43 @@ def hash_ids(values, buckets: int) -> np.ndarray:
     return out
 
 
+# Serving encodes a couple of hundred rows per request whose ids and categories repeat from
+# request to request, and hashing them through pandas costs more than the model's forward
+# pass. `pd.util.hash_array` hashes each element on its own (no element's hash depends on
+# another's), so a string's bucket is the same in any array: it can be kept. Frames up to
+# this many rows take the kept buckets; bigger ones (training sets) stay vectorised.
+CACHED_IDS_MAX_ROWS = 4096
+_BUCKETS_OF: dict[int, dict[str, int]] = {}  # buckets -> {string: its bucket}
+_BUCKETS_OF_MAX = 1 << 20  # strings kept per bucket count before starting afresh
+
+
+def hash_ids_cached(values, buckets: int) -> np.ndarray:
+    """`hash_ids(values, buckets)`, value by value from a cache: None is bucket 0, a str
+    seen before gets its kept bucket; everything else (new strings, NaN, numbers, other
+    types) goes through `hash_ids` itself, and the new strings' buckets are kept."""
+    kept = _BUCKETS_OF.setdefault(buckets, {})
+    out = [0] * len(values)
+    missed = []
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if type(v) is str:  # exactly str: a subclass may print differently under astype(str)
+            b = kept.get(v)
+            if b is not None:
+                out[i] = b
+                continue
+        missed.append(i)
+    if missed:
+        fresh = hash_ids([values[i] for i in missed], buckets).tolist()
+        if len(kept) + len(missed) > _BUCKETS_OF_MAX:
+            kept.clear()
+        for i, b in zip(missed, fresh):
+            out[i] = b
+            if type(values[i]) is str:
+                kept[values[i]] = b
+    return np.asarray(out, dtype=np.int64)
+
+
 def _is_vector(series: pd.Series) -> bool:
     first = series.dropna().head(1)
     return len(first) == 1 and isinstance(first.iloc[0], (list, tuple, np.ndarray))
@@ -105,12 +142,19 @@ class FeatureSpec:
         spec.std = np.where(std > 1e-12, std, 1.0).tolist()
         return spec
 
-    def encode(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+    def encode(
+        self, frame: pd.DataFrame, cached_ids: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs of a frame. `cached_ids`: hash ids through `hash_ids_cached` (same
+        buckets, tests/test_serving_encode.py); None: for frames up to CACHED_IDS_MAX_ROWS."""
         n = len(frame)
+        if cached_ids is None:
+            cached_ids = n <= CACHED_IDS_MAX_ROWS
+        hash_fn = hash_ids_cached if cached_ids else hash_ids
         ids = (
             np.stack(
                 [
-                    hash_ids(frame[c].to_numpy(), self.buckets)
+                    hash_fn(frame[c].to_numpy(), self.buckets)
                     if c in frame
                     else np.zeros(n, np.int64)
                     for c in self.sparse
