@@ -109,19 +109,27 @@ class Catalog:
             self._idx = {str(k): i for i, k in enumerate(self.emb_ids)}
         return self._idx
 
+    def _by_id(self) -> dict[str, tuple]:
+        # Dicts, not `items.at` / `items.loc`: ranking asks for every candidate's category
+        # and every shown item's row on every request, and a pandas lookup costs ~100 times
+        # a dict's. Built once per catalogue (a refresh makes a new Catalog); two threads
+        # building it at once build the same.
+        if not hasattr(self, "_rows"):
+            cols = [self.items[c].tolist() for c in ("title", "category", "price")]
+            self._rows = dict(zip(self.items.index, zip(*cols)))
+        return self._rows
+
+    def row_of(self, item_id: str) -> tuple | None:
+        """(title, category, price) of an item, None when it is not in the catalogue."""
+        return self._by_id().get(item_id)
+
     def category_of(self, item_id: str) -> str | None:
-        # A dict, not `items.at`: ranking asks for every candidate's category on every
-        # request, and a pandas lookup costs ~100 times a dict's. Built once per catalogue
-        # (a refresh makes a new Catalog); two threads building it at once build the same.
-        if not hasattr(self, "_cats"):
-            self._cats = dict(zip(self.items.index, self.items["category"]))
-        return self._cats.get(item_id)
+        row = self._by_id().get(item_id)
+        return None if row is None else row[1]
 
     def title_of(self, item_id: str) -> str:
-        try:
-            return str(self.items.at[item_id, "title"])
-        except KeyError:
-            return item_id
+        row = self._by_id().get(item_id)
+        return item_id if row is None else str(row[0])
 
 
 def load_catalog(settings, covisit_per_item: int = 20, max_session_items: int = 50) -> Catalog:

@@ -143,13 +143,12 @@ class Engine:
     def _item(
         self, item: str, score: float, p: float | None, reason: str, sources: list[str]
     ) -> dict:
-        cat = self.catalog
-        row = cat.items.loc[item] if item in cat.items.index else None
+        row = self.catalog.row_of(item)  # (title, category, price)
         return {
             "item_id": item,
-            "title": str(row["title"]) if row is not None else item,
-            "category": row["category"] if row is not None else None,
-            "price": float(row["price"]) if row is not None else None,
+            "title": str(row[0]) if row is not None else item,
+            "category": row[1] if row is not None else None,
+            "price": float(row[2]) if row is not None else None,
             "score": round(float(score), 6),
             "p_click": None if p is None else round(float(p), 6),
             "reason": reason,
