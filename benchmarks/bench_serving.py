@@ -88,6 +88,31 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group: a
+    server and its workers (each server here starts in a session of its own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process exited meanwhile
+            continue
+        # After the command: state ppid pgrp ... utime (the 12th) stime (the 13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _measured(requests: list[list], concurrency: int, warmup: int, headers: dict, pgid: int):
+    """_run_load, with the CPU the server's processes spent on it per answered request."""
+    before = _group_cpu_s(pgid)
+    out = _run_load(requests, concurrency, warmup, headers)
+    spent = _group_cpu_s(pgid) - before
+    out["server_cpu_ms_per_request"] = 1000 * spent / max(1, out["ok"] + warmup)
+    return out
+
+
 # ------------------------------------------------------------------ load process
 
 
@@ -311,12 +336,13 @@ def bench_recommend(
                 )
             auth = {"X-API-Key": API_KEY}
             load_before = os.getloadavg()
-            svc = _run_load(rec, concurrency, warmup=16, headers=auth)
-            base_run = _run_load(fst, concurrency, warmup=16, headers={})
-            svc_c1 = _run_load(rec[:60], 1, warmup=4, headers=auth)
+            svc_pg, feast_pg = procs[0].pid, procs[1].pid
+            svc = _measured(rec, concurrency, 16, auth, svc_pg)
+            base_run = _measured(fst, concurrency, 16, {}, feast_pg)
+            svc_c1 = _measured(rec[:60], 1, 4, auth, svc_pg)
             mix = _mixed(svc_url, users, requests)
-            mixed_c1 = _run_load(mix[: requests // 2], 1, warmup=4, headers=auth)
-            mixed_c8 = _run_load(mix, concurrency, warmup=16, headers=auth)
+            mixed_c1 = _measured(mix[: requests // 2], 1, 4, auth, svc_pg)
+            mixed_c8 = _measured(mix, concurrency, 16, auth, svc_pg)
             # The machine's load while measuring (1, 5, 15 min): the ratios are only as good
             # as the cores they had; a shared machine makes them noise.
             load_avg = {
@@ -345,6 +371,11 @@ def bench_recommend(
         "feast_errors": base_run["errors"],
         "service_c1_p50_ms": round(svc_c1["p50_ms"], 2),
         "service_c1_p99_ms": round(svc_c1["p99_ms"], 2),
+        # CPU of each server's processes per request (warm-up requests included) at c8:
+        # with both cores busy, throughput is bounded by cores / this.
+        "service_cpu_ms_per_request": round(svc["server_cpu_ms_per_request"], 2),
+        "feast_cpu_ms_per_request": round(base_run["server_cpu_ms_per_request"], 2),
+        "service_c1_cpu_ms_per_request": round(svc_c1["server_cpu_ms_per_request"], 2),
         "load_avg": load_avg,
         "baseline": "feast serve /get-online-features ranker_v1, same user, same items, "
         f"{workers} workers",
@@ -354,6 +385,7 @@ def bench_recommend(
         "c1_p50_ms": round(mixed_c1["p50_ms"], 2),
         "c8_p99_ms": round(mixed_c8["p99_ms"], 2),
         "c8_rps": round(mixed_c8["rps"], 2),
+        "c8_cpu_ms_per_request": round(mixed_c8["server_cpu_ms_per_request"], 2),
         # Per endpoint: does a cheap call (/intent, /status) wait behind /recommend at c8?
         "by_endpoint": _by_endpoint(mixed_c1, mixed_c8),
         "errors": mixed_c1["errors"] + mixed_c8["errors"],
