@@ -60,28 +60,38 @@ _BUCKETS_OF_MAX = 1 << 20  # strings kept per bucket count before starting afres
 
 def hash_ids_cached(values, buckets: int) -> np.ndarray:
     """`hash_ids(values, buckets)`, value by value from a cache: None is bucket 0, a str
-    seen before gets its kept bucket; everything else (new strings, NaN, numbers, other
-    types) goes through `hash_ids` itself, and the new strings' buckets are kept."""
+    seen before gets its kept bucket, a new str is hashed once however often it repeats (a
+    user's id is on every row of a request) and kept; anything else (NaN, numbers, other
+    types) goes through `hash_ids` itself."""
     kept = _BUCKETS_OF.setdefault(buckets, {})
     out = [0] * len(values)
-    missed = []
+    new: dict[str, list[int]] = {}  # a str not kept yet -> its positions
+    other: list[int] = []
     for i, v in enumerate(values):
         if v is None:
             continue
         if type(v) is str:  # exactly str: a subclass may print differently under astype(str)
             b = kept.get(v)
-            if b is not None:
+            if b is None:
+                new.setdefault(v, []).append(i)
+            else:
                 out[i] = b
-                continue
-        missed.append(i)
-    if missed:
-        fresh = hash_ids([values[i] for i in missed], buckets).tolist()
-        if len(kept) + len(missed) > _BUCKETS_OF_MAX:
+        else:
+            other.append(i)
+    if new:
+        if len(kept) + len(new) > _BUCKETS_OF_MAX:
             kept.clear()
-        for i, b in zip(missed, fresh):
+        # hash_ids' own arithmetic on strings (no nulls among them: no fill, no bucket 0),
+        # without its Series round trip: that costs more than the hashing of a few strings.
+        h = pd.util.hash_array(np.asarray(list(new), dtype=object))
+        fresh = ((h % np.uint64(buckets - 1)).astype(np.int64) + 1).tolist()
+        for v, b in zip(new, fresh):
+            kept[v] = b
+            for i in new[v]:
+                out[i] = b
+    if other:
+        for i, b in zip(other, hash_ids([values[i] for i in other], buckets).tolist()):
             out[i] = b
-            if type(values[i]) is str:
-                kept[values[i]] = b
     return np.asarray(out, dtype=np.int64)
 
 
