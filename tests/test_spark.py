@@ -190,6 +190,37 @@ def test_spark_pipeline_equals_postgres(shop, spark_run):
     assert problems == []
 
 
+def test_sliding_sums_equal_spark_frames(spark):
+    """The running-sum form of a sliding RANGE sum equals Spark's own frame, row for row: rows
+    exactly w before the current one counted, a microsecond earlier not, peers, NULLs, gaps."""
+    import sqlglot
+
+    from features.sql_transpile import to_spark
+
+    h = timedelta(hours=1)
+    t0 = synthetic.T0
+    rows = [
+        ("a", t0, 1), ("a", t0 + h, 2), ("a", t0 + 3 * h, 4), ("a", t0 + 3 * h, None),
+        ("a", t0 + 3 * h + timedelta(microseconds=1), 8), ("a", t0 + 6 * h, 16),
+        ("a", t0 + 6 * h + timedelta(microseconds=1), None), ("a", t0 + 30 * h, 32),
+        ("a", t0 + 31 * h, None), ("b", t0 + 2 * h, None), ("b", t0 + 9 * h, 64),
+    ]  # fmt: skip
+    spark.createDataFrame(rows, "k STRING, t TIMESTAMP, x BIGINT").createOrReplaceTempView("_s")
+    sql = """SELECT k, t, x, sum(x) OVER w AS s3h, sum(x * 2) OVER (PARTITION BY k ORDER BY t
+                 RANGE BETWEEN interval '1 day' PRECEDING AND CURRENT ROW) AS s1d
+             FROM _s WINDOW w AS (PARTITION BY k ORDER BY t
+                 RANGE BETWEEN interval '3 hours' PRECEDING AND CURRENT ROW)"""
+    rewritten = to_spark(sqlglot.parse_one(sql, read="postgres"))
+    assert "UNBOUNDED PRECEDING AND INTERVAL '10800000001' MICROSECOND PRECEDING" in rewritten
+    assert "INTERVAL '3' HOURS PRECEDING" not in rewritten
+    native = sqlglot.transpile(sql, read="postgres", write="spark")[0]
+    order = " ORDER BY k, t, x NULLS FIRST"
+    got = [tuple(r) for r in spark.sql(f"SELECT * FROM ({rewritten})" + order).collect()]
+    want = [tuple(r) for r in spark.sql(f"SELECT * FROM ({native})" + order).collect()]
+    assert got == want
+    assert [r[3] for r in want if r[0] == "b"] == [None, 64]
+
+
 def test_late_batch_reaches_back(shop):
     """The second batch really has events before the first batch's last hour (else the
     equality above would not cover the incremental path's late-event rewrites)."""
