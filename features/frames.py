@@ -293,9 +293,16 @@ def read_frame_info(path: str | Path) -> FrameInfo | None:
     return FrameInfo(**json.loads(meta[META_KEY]))
 
 
-def read_frame(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A frame file as a DataFrame (memory-mapped read of the Parquet)."""
-    return pq.read_table(path, columns=columns, memory_map=True).to_pandas()
+def read_frame(
+    path: str | Path, columns: list[str] | None = None, categories: list[str] | None = None
+) -> pd.DataFrame:
+    """A frame file as a DataFrame (memory-mapped read of the Parquet). Arrow's buffers are
+    released column by column as pandas takes them (self_destruct) and the columns are not
+    consolidated into one block, so the read peaks near the DataFrame's own size rather than
+    at twice it. `categories`: string columns read as pandas categoricals (one Python string
+    per distinct value instead of one per row)."""
+    table = pq.read_table(path, columns=columns, memory_map=True, read_dictionary=categories)
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def stock_training_set(

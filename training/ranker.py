@@ -39,6 +39,8 @@ early-stopping decision; rank 0 alone writes the report and the model.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -48,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -140,6 +144,10 @@ class RankerTrainArgs:
 
 # ---------------------------------------------------------------- data
 
+# Frame columns the job never reads (never features, and neither the split, the gate nor the
+# report use them): left on disk, since per-row strings are most of a frame's memory.
+UNREAD_COLUMNS = ("session_id", "query")
+
 
 def load_frame(args, rank: int, world: int, distributed: bool, folder: Path | None):
     """The training frame for this rank: (frame, feature names or None, lineage or None).
@@ -169,7 +177,20 @@ def load_frame(args, rank: int, world: int, distributed: bool, folder: Path | No
             path = box[0]
         if rank == 0:
             return frame, names, lineage
-    frame = read_frame(path)
+    # The system allocator hands a freed column back to the OS (mimalloc, Arrow's default,
+    # keeps it), so dropping the whole frame after the time split lowers the job's peak.
+    pa.set_memory_pool(pa.system_memory_pool())
+    schema = pq.read_schema(path)
+    columns = [c for c in schema.names if c not in UNREAD_COLUMNS]
+    # Repeated strings (ids, categories) as categoricals: hashed the same (hash_ids reads
+    # the values), a fraction of the memory. list_id and event_id stay strings: nearly one
+    # value per row, and the time split orders tied lists by their id.
+    categories = [
+        c
+        for c in columns
+        if pa.types.is_string(schema.field(c).type) and c not in ("list_id", "event_id")
+    ]
+    frame = read_frame(path, columns=columns, categories=categories)
     log.info("frame %s: read by rank %d of %d (%d rows)", path, rank, world, len(frame))
     info = read_frame_info(path)
     if info is None:
@@ -260,21 +281,27 @@ def prepare_data(
     the training split (excluded columns dropped) -> encoded tensors."""
     rank, world, distributed = dist_ctx
     t_data = time.time()
-    if frame is None:
+    owned = frame is None  # a frame this job read itself is converted in place
+    if owned:
         frame, names_, lineage_ = load_frame(args, rank, world, distributed, folder)
         feature_names = feature_names or names_
         lineage = lineage or lineage_
-    frame = numeric_objects(frame)
+    frame = numeric_objects(frame, copy=not owned)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     data_seconds = time.time() - t_data
-    splits, ranges = time_split(frame, args.val_frac, args.test_frac)
+    columns, has_position = set(frame.columns), "position" in frame
+    batch_ids = (
+        sorted(int(b) for b in frame["batch_id"].dropna().unique()) if "batch_id" in frame else []
+    )
+    # A frame this job read is emptied into its splits column by column, and dropped before
+    # the feature spec and the encoding allocate theirs: the peak is about one frame, not three.
+    splits, ranges = time_split(frame, args.val_frac, args.test_frac, consume=owned)
+    del frame
+    release_free_memory()
     excluded = {c for c in args.exclude.split(",") if c}
     names = None if feature_names is None else [n for n in feature_names if n not in excluded]
     spec = FeatureSpec.discover(
-        splits["train"].drop(columns=list(excluded & set(frame.columns))), args.buckets, names
-    )
-    batch_ids = (
-        sorted(int(b) for b in frame["batch_id"].dropna().unique()) if "batch_id" in frame else []
+        splits["train"].drop(columns=list(excluded & columns)), args.buckets, names
     )
     full_lineage = {
         "time_range": ranges,
@@ -286,11 +313,35 @@ def prepare_data(
     return RankerData(
         splits,
         spec,
-        {k: spec.encode(v) for k, v in splits.items()},
+        {k: encode_in_chunks(spec, v) for k, v in splits.items()},
         full_lineage,
-        "position" in frame,
+        has_position,
         data_seconds,
     )
+
+
+def release_free_memory() -> None:
+    """glibc keeps freed small blocks for reuse; malloc_trim gives them back to the OS so the
+    next steps' allocations do not stack on top of a frame already dropped."""
+    with contextlib.suppress(OSError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def encode_in_chunks(
+    spec: FeatureSpec, frame: pd.DataFrame, rows: int = 100_000
+) -> dict[str, torch.Tensor]:
+    """spec.encode over slices of `rows` rows written into tensors allocated once: encoding is
+    row by row, so the result is the same, while its float64 temporaries stay the size of a
+    slice rather than of the split (they were the training job's peak)."""
+    first = spec.encode(frame.iloc[:rows])
+    if len(frame) <= rows:
+        return first
+    out = {k: torch.empty((len(frame), *v.shape[1:]), dtype=v.dtype) for k, v in first.items()}
+    for start in range(0, len(frame), rows):
+        part = first if start == 0 else spec.encode(frame.iloc[start : start + rows])
+        for k, v in part.items():
+            out[k][start : start + len(v)] = v
+    return out
 
 
 def dcn_config(args: RankerTrainArgs, spec: FeatureSpec) -> RankerConfig:

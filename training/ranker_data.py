@@ -97,22 +97,36 @@ def frame_lineage(info) -> dict:
     }
 
 
-def time_split(frame: pd.DataFrame, val_frac: float, test_frac: float):
-    """Whole lists by their first timestamp: train earliest, then validation, then test."""
+def time_split(frame: pd.DataFrame, val_frac: float, test_frac: float, consume: bool = False):
+    """Whole lists by their first timestamp: train earliest, then validation, then test.
+    consume=True empties `frame` column by column as the splits take them, so the frame and
+    its splits are never held whole at once (a training job's peak memory)."""
     start = frame.groupby("list_id")["event_timestamp"].min().sort_values(kind="mergesort")
     n = len(start)
     n_test, n_val = max(1, int(round(n * test_frac))), max(1, int(round(n * val_frac)))
     parts = np.array(["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
-    which = frame["list_id"].map(dict(zip(start.index, parts)))
-    out = {k: frame[which == k].reset_index(drop=True) for k in ("train", "val", "test")}
+    which = frame["list_id"].map(dict(zip(start.index, parts))).to_numpy()
+    masks = {k: which == k for k in ("train", "val", "test")}
+    if consume:
+        columns: dict[str, dict[str, pd.Series]] = {k: {} for k in masks}
+        for c in list(frame.columns):
+            col = frame.pop(c)
+            for k, mask in masks.items():
+                columns[k][c] = col[mask].reset_index(drop=True)
+            del col
+        out = {k: pd.DataFrame(v, copy=False) for k, v in columns.items()}
+    else:
+        out = {k: frame[mask].reset_index(drop=True) for k, mask in masks.items()}
     ranges = {k: [v["event_timestamp"].min(), v["event_timestamp"].max()] for k, v in out.items()}
     return out, ranges
 
 
-def numeric_objects(frame: pd.DataFrame) -> pd.DataFrame:
+def numeric_objects(frame: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     """Feast hands back nullable integer features as object columns of ints and None; made
-    float (NaN) here so they are standardised as numbers rather than hashed as strings."""
-    out = frame.copy()
+    float (NaN) here so they are standardised as numbers rather than hashed as strings.
+    copy=False converts the caller's frame in place (a training job that owns its frame need
+    not hold two of it at once)."""
+    out = frame.copy() if copy else frame
     for c in out.columns:
         if out[c].dtype == object:
             sample = out[c].dropna().head(200)
