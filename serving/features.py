@@ -178,7 +178,10 @@ def ranker_input(features: pd.DataFrame, spec) -> pd.DataFrame:
     for col in list(spec.sparse) + list(spec.dense) + list(spec.vectors):
         if col not in frame.columns:
             frame[col] = None
+    # Dtypes read once as a dict: `frame[col].dtype` per column builds a Series each time,
+    # which cost more than the rest of this per request.
+    kinds = frame.dtypes.to_dict()
     for col in spec.dense:
-        if not pd.api.types.is_numeric_dtype(frame[col].dtype):
+        if not pd.api.types.is_numeric_dtype(kinds[col]):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame

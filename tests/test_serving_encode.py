@@ -137,3 +137,27 @@ def test_big_frames_stay_vectorised(monkeypatch):
     assert ranker_model._BUCKETS_OF == {}  # the cache was never touched
     spec.encode(_training_frame(n=10))
     assert ranker_model._BUCKETS_OF[1024]
+
+
+def test_ranker_input_numbers_object_columns_and_adds_missing_ones():
+    """What the store hands serving for an unknown user: object columns of None (and a
+    numeric string), a column dropped from the service; the spec gets numbers and nulls."""
+    from serving.features import ranker_input
+
+    spec = FeatureSpec.discover(_training_frame(), buckets=1024)
+    served = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "item_category": ["c1", None],
+            "ctr_7d": [None, "0.25"],  # object: a null and a number as text
+            "clicks_7d": [3, 4],
+        }
+    )
+    frame = ranker_input(served, spec)
+    assert frame["ctr_7d"].dtype == np.float64 and frame["ctr_7d"].iloc[1] == 0.25
+    assert np.isnan(frame["ctr_7d"].iloc[0])
+    assert frame["top_category_1"].isna().all() and frame["item_price"].isna().all()
+    assert served["ctr_7d"].dtype == object  # the caller's frame is not changed
+    enc = spec.encode(frame)
+    assert enc["dense"].shape == (2, spec.dense_width) and torch.isfinite(enc["dense"]).all()
