@@ -88,27 +88,35 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group: a
-    server and its workers (each server here starts in a session of its own)."""
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants: a
+    server and its workers (BentoML's workers leave the server's process group, so the
+    tree is followed by parent ids)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    parent, cpu = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process exited meanwhile
             continue
         # After the command: state ppid pgrp ... utime (the 12th) stime (the 13th).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
+        pid = int(stat.parent.name)
+        parent[pid], cpu[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+    total = 0
+    for pid in cpu:
+        p = pid
+        while p and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += cpu[pid]
     return total / tick
 
 
-def _measured(requests: list[list], concurrency: int, warmup: int, headers: dict, pgid: int):
+def _measured(requests: list[list], concurrency: int, warmup: int, headers: dict, pid: int):
     """_run_load, with the CPU the server's processes spent on it per answered request."""
-    before = _group_cpu_s(pgid)
+    before = _tree_cpu_s(pid)
     out = _run_load(requests, concurrency, warmup, headers)
-    spent = _group_cpu_s(pgid) - before
+    spent = _tree_cpu_s(pid) - before
     out["server_cpu_ms_per_request"] = 1000 * spent / max(1, out["ok"] + warmup)
     return out
 
@@ -336,13 +344,13 @@ def bench_recommend(
                 )
             auth = {"X-API-Key": API_KEY}
             load_before = os.getloadavg()
-            svc_pg, feast_pg = procs[0].pid, procs[1].pid
-            svc = _measured(rec, concurrency, 16, auth, svc_pg)
-            base_run = _measured(fst, concurrency, 16, {}, feast_pg)
-            svc_c1 = _measured(rec[:60], 1, 4, auth, svc_pg)
+            svc_pid, feast_pid = procs[0].pid, procs[1].pid
+            svc = _measured(rec, concurrency, 16, auth, svc_pid)
+            base_run = _measured(fst, concurrency, 16, {}, feast_pid)
+            svc_c1 = _measured(rec[:60], 1, 4, auth, svc_pid)
             mix = _mixed(svc_url, users, requests)
-            mixed_c1 = _measured(mix[: requests // 2], 1, 4, auth, svc_pg)
-            mixed_c8 = _measured(mix, concurrency, 16, auth, svc_pg)
+            mixed_c1 = _measured(mix[: requests // 2], 1, 4, auth, svc_pid)
+            mixed_c8 = _measured(mix, concurrency, 16, auth, svc_pid)
             # The machine's load while measuring (1, 5, 15 min): the ratios are only as good
             # as the cores they had; a shared machine makes them noise.
             load_avg = {
