@@ -296,6 +296,12 @@ def test_ceiling_analysis_on_a_known_frame(tmp_path):
     }
     assert auc["features_to_oracle"]["auc_fraction_of_oracle_position_free"]["mean"] > 0.95
     assert json.loads((tmp_path / "ceiling.json").read_text())["rows"] == out["rows"]
+    # --exclude: the ceiling is measured without the columns named (here one dense feature).
+    args = ["--frame", str(tmp_path / "frame.parquet"), "--truth", str(tmp_path / "truth.parquet")]
+    without = ceiling(
+        [*args, "--n-boot", "20", "--exclude", "last_event_ts_s,item_ctr_smoothed_7d"]
+    )
+    assert without["features"]["dense"] == out["features"]["dense"] - 1
 
 
 def test_query_match_is_the_query_s_most_shown_category_in_training():

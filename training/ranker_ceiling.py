@@ -171,8 +171,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=None, help="write the result as JSON here (default: none)")
     p.add_argument("--rounds", type=int, default=400, help="LightGBM rounds (default 400)")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument(
+        "--exclude",
+        default=CeilingArgs.exclude,
+        help="comma list of frame columns not used as features, as the ranker job's flag "
+        f"(default: {CeilingArgs.exclude}); e.g. add ranker_v3's query_category_share,"
+        "query_top_category_match to measure the ceiling without them",
+    )
     ns = p.parse_args(argv)
-    out = run(CeilingArgs(ns.frame, ns.truth, ns.out, rounds=ns.rounds, n_boot=ns.n_boot))
+    out = run(
+        CeilingArgs(
+            ns.frame, ns.truth, ns.out, exclude=ns.exclude, rounds=ns.rounds, n_boot=ns.n_boot
+        )
+    )
     r2, r2q = out["features_to_oracle_r2"], out["features_query_match_to_oracle_r2"]
     print(
         f"test rows {out['rows']['test']}  R^2 features -> oracle logit {r2:.4f}, "
