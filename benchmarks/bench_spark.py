@@ -24,7 +24,8 @@ into params. Records (benchmarks/results/spark.json, merged by event count):
     spark_pit_rows_per_s   Spark local[2] point-in-time rows/s; baseline_value: PostgreSQL's
     spark_core_speedup     pipeline seconds at local[1] / at local[2] (2.0: linear)
 
-The database is analysed after the ingest (not timed in any figure). Every stage also records
+Each Spark pipeline stage's physical plans (EXPLAIN FORMATTED per step) go to
+benchmarks/results/spark-plans-<events>-<stage>.json. The database is analysed after the ingest (not timed in any figure). Every stage also records
 the load average (1 min) before and after it: the machine may be
 shared, and a 2-core machine at load 6 gives each process a fraction of a core. A Spark stage
 stopped at its time limit is recorded with finished: false (spark_pipeline_s then holds the
@@ -124,8 +125,7 @@ def _spark_pipeline_stage(master: str, out: str) -> None:
     t0 = time.perf_counter()
     report = spark_pipeline.run(settings, spark, explain=True)
     seconds = time.perf_counter() - t0
-    plans = Path(out).with_suffix(".plans.txt")
-    plans.write_text("".join(f"==== {k}\n{v}\n" for k, v in report.plans.items()))
+    Path(out).with_suffix(".plans.json").write_text(json.dumps(report.plans, indent=1))
     _write(
         out,
         {"seconds": seconds, "rows": report.rows, "files": report.seconds, "steps": report.steps},
@@ -226,10 +226,11 @@ def run(events: int | None = None) -> list[dict]:
                     t0 = time.perf_counter()
                     _analyze(settings.database_url)
                     body["analyze_s"] = round(time.perf_counter() - t0, 2)
-                if spark_stage and (folder / f"{name}.plans.txt").exists():
-                    keep = RESULTS / f"spark-plans-{events}-{name}.txt"
+                if spark_stage and (folder / f"{name}.plans.json").exists():
+                    # {step: physical plan}; kept beside spark.json (results are not committed)
+                    keep = RESULTS / f"spark-plans-{events}-{name}.json"
                     keep.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(folder / f"{name}.plans.txt", keep)
+                    shutil.copy(folder / f"{name}.plans.json", keep)
                 stages[name] = body
                 print(f"  {name}: {json.dumps(body)[:400]}", flush=True)
     finally:
