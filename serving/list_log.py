@@ -23,12 +23,16 @@ import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +67,55 @@ class LogStats:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "pending": self.pending, "reconciles": self.reconciles}
+
+
+class ProcessWriter:
+    """`fn(lists, *args)` run in a child process of its own, one batch at a time.
+
+    Validating and writing a batch (Pandera, then COPY through psycopg2) is Python that holds
+    the GIL; in the writer thread it held it away from the requests of the same worker. Here
+    the thread only hands the prepared (JSON-ready) batch over and waits on a pipe, which
+    releases the GIL. The hand-over is bounded by construction: the thread waits for each
+    result before taking the next batch, so at most one batch is in the child. The result (or
+    the exception, pickled) comes back to the thread, which counts, spills and replays
+    exactly as before, so the lists still reconcile. A child that dies or does not answer
+    within `timeout_s` is replaced at the next batch and the batch is spilled (a write that
+    did commit is then found as a duplicate by the replay). The child is spawned, not
+    forked: the worker has threads, and a fork copies their held locks."""
+
+    def __init__(self, fn: Callable, *args, timeout_s: float = 60.0):
+        self.fn, self.args, self.timeout_s = fn, args, timeout_s
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def start(self) -> ProcessWriter:
+        """Start the child now (it imports pandas, Pandera and psycopg2: seconds), so the
+        first batch does not wait for it."""
+        self._executor().submit(_ready)
+        return self
+
+    def __call__(self, lists: list[dict]):
+        pool = self._executor()
+        try:
+            return pool.submit(self.fn, lists, *self.args).result(timeout=self.timeout_s)
+        except (BrokenProcessPool, FutureTimeout):
+            self.close(wait=False)  # a dead or stuck child: the next batch gets a new one
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _ready() -> bool:
+    return True
 
 
 class ListLogger:
@@ -160,9 +213,15 @@ class ListLogger:
             if timeout <= 0 or (self._stop.is_set() and self._q.empty()):
                 break
             try:
-                batch.append(self._q.get(timeout=min(timeout, 0.05)))
+                record = self._q.get(timeout=min(timeout, 0.05))
             except queue.Empty:
                 continue
+            batch.append(record)
+            # Counted in flight from the moment it leaves the queue: while a batch gathers
+            # (up to flush_s) its lists are neither queued nor written, and `pending` (what
+            # flush() waits on) must not miss them.
+            with self._lock:
+                self._stats.in_flight = len(batch)
         return batch
 
     def _prepared(self, record: dict) -> dict:

@@ -36,7 +36,7 @@ from features.drift import DEFAULT_THRESHOLD, compare
 from governance.served_lists import store_served_lists
 from serving import routing
 from serving.experiments import parse, single
-from serving.list_log import ListLogger
+from serving.list_log import ListLogger, ProcessWriter
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,13 @@ class ServingLoop:
         self._recent_lock = threading.Lock()
         self.drift = DriftMonitor()
         self.logger = None
+        self._writer = None
         if log_lists:
+            # Validation and the database write run in a child process (serving.list_log.
+            # ProcessWriter): off this worker's GIL, so requests do not wait behind them.
+            self._writer = ProcessWriter(store_served_lists, settings).start()
             self.logger = ListLogger(
-                lambda lists: store_served_lists(lists, settings),
+                self._writer,
                 Path(settings.data_dir) / "served_spill",
                 prepare=self._prepare,
                 # A batch's validation has a fixed cost (~25 ms of Pandera whether it holds 20
@@ -311,4 +315,6 @@ class ServingLoop:
     def stop(self) -> None:
         self._stop.set()
         if self.logger is not None:
-            self.logger.stop()
+            self.logger.stop()  # writes (or spills) what is queued, through the child
+        if self._writer is not None:
+            self._writer.close()

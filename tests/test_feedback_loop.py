@@ -334,3 +334,28 @@ def test_hot_swap_serves_every_request_during_reload(server, world):
         == 400
     )
     assert server.post("/reload", json={}).status_code == 401
+
+
+def test_process_writer_writes_in_a_child_and_survives_its_death():
+    """The served-list writer runs in a spawned child: its answers and its errors come back to
+    the logger thread (which counts or spills them), and a dead child is replaced. Stdlib
+    calls stand in for the write, so the child imports nothing of the project."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from serving.list_log import ProcessWriter
+
+    writer = ProcessWriter(os.readlink, timeout_s=60).start()
+    try:
+        child = int(writer("/proc/self"))  # the process the call ran in
+        assert child != os.getpid()
+        with pytest.raises(FileNotFoundError):  # an error in the write reaches the caller
+            writer("/no/such/link")
+        assert int(writer("/proc/self")) == child  # same child: it outlived the error
+        dying = ProcessWriter(os._exit).start()
+        with pytest.raises(BrokenProcessPool):
+            dying(3)  # the child exits mid-write
+        dying.fn = os.readlink
+        assert int(dying("/proc/self")) != child  # the next batch gets a new child
+        dying.close()
+    finally:
+        writer.close()
