@@ -25,9 +25,10 @@ into params. Records (benchmarks/results/spark.json, merged by event count):
     spark_core_speedup     pipeline seconds at local[1] / at local[2] (2.0: linear)
 
 Each Spark pipeline stage's physical plans (EXPLAIN FORMATTED per step) go to
-benchmarks/results/spark-plans-<events>-<stage>.json. The database is analysed after the ingest (not timed in any figure). Every stage also records
-the load average (1 min) before and after it: the machine may be
-shared, and a 2-core machine at load 6 gives each process a fraction of a core. A Spark stage
+benchmarks/results/spark-plans-<events>-<stage>.json. The database is analysed after the
+ingest (not timed in any figure). Every stage also records the load average (1 min) before
+and after it: the machine may be shared, and a 2-core machine at load 6 gives each process a
+fraction of a core. A Spark stage
 stopped at its time limit is recorded with finished: false (spark_pipeline_s then holds the
 seconds it ran, a lower bound) and the stages that need its tables are skipped.
 
