@@ -78,14 +78,15 @@ class StageRun:
     reason: str = ""
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident set of a process and its descendants now (kB), from /proc."""
+def _tree_rss_kb(pid: int, field: str = "VmRSS:") -> int:
+    """Resident set of a process and its descendants now (kB), from /proc; field "VmHWM:"
+    gives each process's own peak instead."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as fh:
-                total += next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
+                total += next(int(x.split()[1]) for x in fh if x.startswith(field))
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 todo += [int(c) for c in fh.read().split()]
         except (OSError, StopIteration):
@@ -94,8 +95,11 @@ def _tree_rss_kb(pid: int) -> int:
 
 
 def run_stage(args: list[str], env: dict, log: Path, timeout_s=None, max_rss_gb=None) -> StageRun:
-    """Run `python ARGS`; peak RSS from wait4 (the largest of the process and its waited-for
-    children). Stopped (process group killed) past timeout_s or above max_rss_gb."""
+    """Run `python ARGS`; its peak RSS is the largest sum over the process tree of each
+    process's own high-water mark (VmHWM), read every 0.2 s. Not wait4's ru_maxrss: Linux
+    carries the parent's resident set at fork into the child's ru_maxrss across exec, so a
+    stage started by a benchmark holding 6.8 GB reported 6.8 GB whatever it used. Stopped
+    (process group killed) past timeout_s or above max_rss_gb."""
     t0 = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -106,10 +110,12 @@ def run_stage(args: list[str], env: dict, log: Path, timeout_s=None, max_rss_gb=
             start_new_session=True,
         )
         reason: list[str] = []
+        hwm_kb = [_tree_rss_kb(proc.pid, "VmHWM:")]
         done = threading.Event()
 
         def watch():
-            while not done.wait(1.0):
+            while not done.wait(0.2):
+                hwm_kb[0] = max(hwm_kb[0], _tree_rss_kb(proc.pid, "VmHWM:"))
                 if timeout_s and time.perf_counter() - t0 > timeout_s:
                     reason.append(f"time limit {timeout_s}s")
                 elif max_rss_gb and _tree_rss_kb(proc.pid) > max_rss_gb * 2**20:
@@ -124,7 +130,8 @@ def run_stage(args: list[str], env: dict, log: Path, timeout_s=None, max_rss_gb=
         done.set()
         proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t0
-    peak = usage.ru_maxrss / 2**20  # kB -> GB
+    # kB -> GB; wait4's figure only for a stage too short to be read even once
+    peak = (hwm_kb[0] or usage.ru_maxrss) / 2**20
     if reason:
         return StageRun(seconds, peak, False, reason[0])
     if proc.returncode != 0:
