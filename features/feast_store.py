@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from governance.db import feast_env
@@ -90,3 +90,30 @@ def materialize_incremental(store, end: datetime) -> list[str]:
         store.materialize(start_date=EPOCH, end_date=end, feature_views=never)
     store.materialize_incremental(end_date=end)
     return never
+
+
+def materialize_chunked(
+    store,
+    start: datetime,
+    end: datetime,
+    chunk: timedelta = timedelta(days=1),
+    views: list[str] | None = None,
+    progress: bool = True,
+) -> int:
+    """Feast's materialize over [start, end] in consecutive windows of `chunk`, oldest first.
+
+    Feast pulls a window's latest row per entity into memory at once (the PostgreSQL offline
+    store as Python objects, 384 floats per embedding row): one 30-day window at 10M events
+    peaked at 10.7 GB. A day at a time holds one day's rows. Windows run in time order and a
+    later row replaces an earlier one, so the online store ends with each entity's latest
+    row in [start, end], as with one call. Returns the number of windows."""
+    # tqdm is light, but only materialisation draws a bar here.
+    from tqdm.auto import tqdm
+
+    edges = [start]
+    while edges[-1] < end:
+        edges.append(min(edges[-1] + chunk, end))
+    windows = list(zip(edges, edges[1:]))
+    for lo, hi in tqdm(windows, desc="materialize", unit="window", disable=not progress):
+        store.materialize(start_date=lo, end_date=hi, feature_views=views)
+    return len(windows)
