@@ -52,15 +52,13 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import psycopg2
-from sqlalchemy.engine import make_url
 
-from benchmarks.common import ADMIN_URL, record, run_stage
-from governance.db import migrate, transaction
+from benchmarks.common import record, run_stage, scratch_database
+from governance.db import transaction
 from governance.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,16 +73,6 @@ def _write(path: str, body: dict) -> None:
     Path(path).write_text(json.dumps(body))
 
 
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 def _analyze(url: str) -> None:
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -93,20 +81,6 @@ def _analyze(url: str) -> None:
             cur.execute("ANALYZE")
     finally:
         conn.close()
-
-
-@contextmanager
-def scratch_database():
-    """A migrated database for this benchmark only (cw_spark_bench_*), dropped afterwards."""
-    name = f"cw_spark_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    settings = Settings(database_url=url)
-    try:
-        migrate(settings)
-        yield settings
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # ---------------------------------------------------------------- stage bodies (own process)
@@ -173,7 +147,7 @@ def run(events: int | None = None) -> list[dict]:
     log = folder / "stages.log"
     stages: dict[str, dict] = {}
     try:
-        with scratch_database() as settings:
+        with scratch_database("cw_spark_bench") as settings:
             env = {
                 **os.environ,
                 "DATABASE_URL": settings.database_url,

@@ -54,9 +54,9 @@ def _admin(sql: str) -> None:
 
 
 @contextmanager
-def scratch_database():
-    """A migrated database that exists for the benchmark only."""
-    name = f"cw_bench_{uuid.uuid4().hex[:8]}"
+def scratch_database(prefix: str = "cw_bench"):
+    """A migrated database that exists for the benchmark only (PREFIX_<random>)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{name}"')
     url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     settings = Settings(database_url=url)
