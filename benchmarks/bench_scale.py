@@ -16,7 +16,7 @@ counted):
     frame_stock  the same rows through Feast's stock get_historical_features, stopped at a time
                  limit or an RSS cap and then recorded with finished: false
     train        python -m training.ranker --frame FRAME --epochs 1
-    materialize  python -m features.feast_cli materialize (SQLite online store)
+    materialize  python -m features.feast_cli materialize (SQLite online store, a day at a time)
 
 Environment (defaults in brackets): CARTWISE_BENCH_EVENTS [10000000], CARTWISE_BENCH_DAYS [30],
 CARTWISE_BENCH_FRAME_ROWS [1000000] (capped at the impressions there are),
