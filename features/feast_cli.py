@@ -50,7 +50,11 @@ def _materialize_parser() -> argparse.ArgumentParser:
         help="hours per window; memory holds one window's rows (default: 24)",
     )
     p.add_argument(
-        "--views", nargs="+", default=None, help="feature views to load (default: all online)"
+        "--views",
+        "-v",
+        nargs="+",
+        default=None,
+        help="feature views to load, as the feast CLI's -v (default: all online)",
     )
     return p
 

@@ -8,22 +8,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tests.training_data import ranker_frame
+from tests.training_data import TINY_RANKER, ranker_frame
 from training.ranker import RankerTrainArgs, encode_in_chunks, train
 from training.ranker_data import time_split
 from training.ranker_model import FeatureSpec
 
-TINY = dict(
-    feature_service="ranker_v1",
-    buckets=512,
-    emb_dim=8,
-    cross_layers=2,
-    deep="32",
-    batch_size=64,
-    epochs=2,
-    tensorboard=False,
-    n_boot=20,
-)
+TINY = {**TINY_RANKER, "epochs": 2, "n_boot": 20}
 
 
 def test_consuming_time_split_equals_the_copying_one():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features.drift import load_profiles
-from tests.training_data import ranker_frame
+from tests.training_data import TINY_RANKER, ranker_frame
 from training.bundles import info, load_ranker, stored_ranker
 from training.metrics import roc_auc
 from training.ranker import RankerTrainArgs, train
@@ -21,17 +21,7 @@ from training.ranker_data import time_split
 from training.ranker_eval import DCN, LOGREG, auc_intervals, ship_gate
 from training.ranker_model import FeatureSpec, LinearRanker, RankerBundle, hash_ids
 
-TINY = dict(
-    feature_service="ranker_v1",  # the test frame has ranker_v1's columns
-    buckets=512,
-    emb_dim=8,
-    cross_layers=2,
-    deep="32",
-    batch_size=64,
-    epochs=4,
-    patience=2,
-    tensorboard=False,
-)
+TINY = TINY_RANKER
 
 
 @pytest.fixture(scope="module")

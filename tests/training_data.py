@@ -44,6 +44,21 @@ def intent_queries(n: int = 300, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+# RankerTrainArgs of a ranker small enough for tests to train in seconds on ranker_frame's
+# rows (which carry ranker_v1's columns).
+TINY_RANKER = dict(
+    feature_service="ranker_v1",
+    buckets=512,
+    emb_dim=8,
+    cross_layers=2,
+    deep="32",
+    batch_size=64,
+    epochs=4,
+    patience=2,
+    tensorboard=False,
+)
+
+
 def ranker_frame(
     n_lists: int = 60,
     list_size: int = 10,
