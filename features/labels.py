@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from governance.cleaning import normalise_text
+
 # label: the user's last clean click on the same (session, item, list) is at or after the
 # impression -- one hash join with the clicks grouped per key. (Asked per impression as
 # EXISTS, it scanned the user's every later event: 93 s at 1M events, quadratic per user.)
@@ -95,3 +97,14 @@ def labels_sql(feature_service_name: str, start, end) -> str:
 def lineage_sql(feature_service_name: str, table: str) -> str:
     """Batch ids of the label rows in `table` (quoted identifier)."""
     return LINEAGE_SQL[labels_kind(feature_service_name)].format(table=table)
+
+
+def query_key(text: str | None) -> str | None:
+    """A query as the label rows and `query_stats` key it: the governed text (ingest's
+    `cleaning.normalise_text`) lower-cased, which is what `nullif(lower(btrim(query)), '')`
+    above makes of a stored query. Serving keys a live query with this, so a search list reads
+    the same query rows its training rows did; None for no query (recommendation lists)."""
+    if text is None:
+        return None
+    clean = normalise_text(pd.Series([text], dtype=object)).iloc[0]
+    return None if clean is None else clean.lower()

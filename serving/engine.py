@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.labels import query_key
 from serving.features import OnlineFeatures, StoreUnavailable
 from serving.routing import Route, ranker_scorer
 
@@ -120,11 +121,13 @@ class Engine:
         request_ts_s: int | None,
         route: Route,
         list_id: str,
+        query: str | None = None,
     ) -> tuple[np.ndarray, pd.DataFrame]:
-        """The route's scores of the candidates, and the feature rows they were scored on."""
+        """The route's scores of the candidates, and the feature rows they were scored on;
+        `query`: a search's raw query (keyed by `query_key`, as its training rows were)."""
         cat = self.catalog
         cats = [cat.category_of(i) for i in items]
-        feats = route.features.ranker_features(user, items, cats, request_ts_s)
+        feats = route.features.ranker_features(user, items, cats, request_ts_s, query_key(query))
         return route.score(feats, items, list_id), feats
 
     @staticmethod
@@ -184,7 +187,7 @@ class Engine:
         user = self.pseudonymise(user_id) if user_id else None
         fallback, reason_fb, p, feats = False, None, None, None
         try:
-            p, feats = self._rank(user, order, None, route, list_id)
+            p, feats = self._rank(user, order, None, route, list_id, query)
         except StoreUnavailable as exc:
             fallback, reason_fb = True, f"online store unavailable: {exc}"
         r = np.array([rel[i][0] for i in order], np.float64)

@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 
 USER_KEY = "user_id"
-# Join keys of the ranker's entity rows: the user, the candidate and the candidate's category.
-ROW_KEYS = ("user_id", "item_id", "category")
+# Join keys of the ranker's entity rows: the user, the candidate, the candidate's category and,
+# for services with query-keyed views (ranker_v3), the request's query (None on lists without
+# one: those rows read nulls, as their training rows did).
+ROW_KEYS = ("user_id", "item_id", "category", "query")
 
 
 @dataclass
@@ -98,6 +100,9 @@ class FeaturePlan:
         self.cached_views = sorted(
             {ref.split(":")[0] for g in self.shared_groups for ref in g.refs}
         )
+        # The entity-row keys this service reads (a frame carries only these, as Feast's does).
+        used = {k for keys in self.groups for k in keys}
+        self.row_keys = tuple(k for k in ROW_KEYS if k in used or k != "query")
 
     @property
     def user_groups(self) -> list[_Group]:
@@ -196,10 +201,14 @@ def ranker_frame(
     items: list[str],
     categories: list[str],
     request_ts_s: int,
+    query: str | None = None,
 ) -> pd.DataFrame:
-    """Rows as `get_online_features(feature_service, entity_rows)` returns them, as a frame."""
+    """Rows as `get_online_features(feature_service, entity_rows)` returns them, as a frame;
+    `query` as `features.labels.query_key` keys it."""
     n = len(items)
     row_keys = {"user_id": [user_id] * n, "item_id": list(items), "category": list(categories)}
+    if "query" in plan.row_keys:
+        row_keys["query"] = [query] * n
     columns: dict[str, list] = dict(row_keys)
     # Per request: every view keyed by the user, in one read, never cached.
     columns.update(users.read(row_keys))
@@ -214,7 +223,7 @@ def ranker_frame(
         out = odfv.transform_dict(dict(inputs))
         for name in names:
             columns[name] = list(out[name])
-    wanted = [*ROW_KEYS, *plan.outputs]
+    wanted = [*plan.row_keys, *plan.outputs]
     return pd.DataFrame({c: columns[c] for c in wanted})
 
 

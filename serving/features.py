@@ -38,6 +38,9 @@ USER_CONTEXT_FEATURES = (
 # Join key used for requests without a user (anonymous search): never a real pseudonym, so
 # Feast answers nulls, which the ranker saw in training for unknown users.
 ANONYMOUS_USER = "anonymous"
+# Query join key for lists without a query, on the path that reads the whole service through
+# Feast (which takes no null key): never a real key, so the query's views answer nulls.
+NO_QUERY = ""
 
 
 class StoreUnavailable(RuntimeError):
@@ -63,6 +66,7 @@ class OnlineFeatures:
         self.cache_s = cache_s
         self._service = None
         self._plan: tuple[FeaturePlan, SharedCache, UserViews] | None = None
+        self._query_keyed: bool | None = None
 
     def _feature_service(self):
         # Resolved lazily (and kept): the registry may be down when the service starts.
@@ -71,21 +75,40 @@ class OnlineFeatures:
         return self._service
 
     def _ranker_rows(
-        self, user_id: str, items: list[str], categories: list[str], request_ts_s: int
+        self,
+        user_id: str,
+        items: list[str],
+        categories: list[str],
+        request_ts_s: int,
+        query: str | None,
     ) -> pd.DataFrame:
-        # Entity rows exactly as ranker_v1 documents them: user, item, the item's leaf
-        # category, and the request time the on-demand views read.
+        if self.cache_s is not None:
+            plan, cache, users = self._parts()
+            return ranker_frame(plan, cache, users, user_id, items, categories, request_ts_s, query)
+        # Entity rows exactly as the feature services document them: user, item, the item's
+        # leaf category, the request time the on-demand views read, and the query where the
+        # service reads query-keyed views (ranker_v3).
         rows = {
             "user_id": [user_id] * len(items),
             "item_id": list(items),
             "category": list(categories),
             "request_ts_s": [int(request_ts_s)] * len(items),
         }
-        if self.cache_s is not None:
-            plan, cache, users = self._parts()
-            return ranker_frame(plan, cache, users, user_id, items, categories, request_ts_s)
+        if self._reads_query():
+            # Feast's online read takes no null join key: a list without a query asks for one
+            # no query is ever keyed by (query_key never returns ''), so it reads nulls.
+            rows["query"] = [query or NO_QUERY] * len(items)
         resp = self.store.get_online_features(features=self._feature_service(), entity_rows=rows)
-        return pd.DataFrame(resp.to_dict())
+        frame = pd.DataFrame(resp.to_dict())
+        if "query" in frame:
+            frame["query"] = query
+        return frame
+
+    def _reads_query(self) -> bool:
+        if self._query_keyed is None:  # once: a plan reads the registry
+            plan = FeaturePlan(self.store, self._feature_service())
+            self._query_keyed = "query" in plan.row_keys
+        return self._query_keyed
 
     def _parts(self) -> tuple[FeaturePlan, SharedCache, UserViews]:
         if self._plan is None:
@@ -115,13 +138,15 @@ class OnlineFeatures:
         items: list[str],
         categories: list[str],
         request_ts_s: int | None = None,
+        query: str | None = None,
     ) -> pd.DataFrame:
-        """One row per candidate with the feature service's features (nulls where unknown)."""
+        """One row per candidate with the feature service's features (nulls where unknown).
+        `query`: the search's query as `features.labels.query_key` keys it (None: no query)."""
         if not items:
             return pd.DataFrame()
         ts = int(request_ts_s if request_ts_s is not None else time.time())
         frame = self.breaker.call(
-            self._ranker_rows, user_id or ANONYMOUS_USER, items, categories, ts
+            self._ranker_rows, user_id or ANONYMOUS_USER, items, categories, ts, query
         )
         # Feast returns rows in request order; the keys make that checkable downstream.
         frame["user_id"] = user_id or ANONYMOUS_USER

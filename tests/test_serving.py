@@ -630,15 +630,26 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     served = OnlineFeatures(store, "ranker_v1", cache_s=600)
     now = int(time.time())
 
-    def agree(stock=stock, served=served):
+    def agree(stock=stock, served=served, query=None):
         for user in users:
-            want = stock.ranker_features(user, items, cats, now)
-            got = served.ranker_features(user, items, cats, now)
+            want = stock.ranker_features(user, items, cats, now, query)
+            got = served.ranker_features(user, items, cats, now, query)
             assert sorted(got.columns) == sorted(want.columns)
             pd.testing.assert_frame_equal(got[list(want.columns)], want)
+        return got
 
     # ranker_v2 adds an on-demand view over a pushed (user) and a cached (item) view.
     agree(OnlineFeatures(store, "ranker_v2", cache_s=None), OnlineFeatures(store, "ranker_v2"))
+    # ranker_v3 adds a view keyed by the query (cached) under an on-demand view: for a search
+    # with the world's most searched query, then for a list without a query.
+    v3 = (OnlineFeatures(store, "ranker_v3", cache_s=None), OnlineFeatures(store, "ranker_v3"))
+    query = _top_query(s)
+    searched = agree(*v3, query=query)
+    assert searched["query"].eq(query).all()
+    assert searched["query_category_share"].notna().all()  # the query's rows were read
+    assert searched["query_top_category_match"].eq(1).any()
+    unsearched = agree(*v3, query=None)
+    assert unsearched["query_category_share"].isna().all()
     agree()
     # The expired user's rows were read, not dropped: the comparison above covered them.
     frame = stock.ranker_features(expired, items, cats, now)
@@ -667,6 +678,18 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     misses = cache.misses
     agree()
     assert cache.misses > misses  # read again after the materialisation
+
+
+def _top_query(settings) -> str:
+    """The world's most searched query with clicked categories, as query_stats keys it."""
+    from governance.db import transaction
+
+    with transaction(settings) as cur:
+        cur.execute(
+            """SELECT query FROM query_features WHERE q_top_category_1 IS NOT NULL
+               ORDER BY searches_30d DESC, query LIMIT 1"""
+        )
+        return cur.fetchone()[0]
 
 
 def _write_expired_user(store, category: str) -> str:

@@ -7,7 +7,7 @@
 
 Reads only the stores: labelled queries, events and ingest batches from PostgreSQL
 (DATABASE_URL or the embedded database, as every cartwise program), the ranker's training set
-through the Feast registry and offline store (feature service ranker_v2; run
+through the Feast registry and offline store (feature service ranker_v3; run
 `python -m features.pipeline` and `python -m features.feast_cli apply` first), and writes the
 intent model and the ranker to the BentoML model store (BENTOML_HOME) with their feature
 service and lineage. `--truth` (the simulator's impressions.parquet) only adds the oracle AUC
@@ -17,7 +17,7 @@ Jobs:
     intent   labelled_queries (+ weak labels with --intent-weak-labels): TF-IDF LR,
              frozen-MiniLM LR, MiniLM fine-tune and the fine-tune/TF-IDF ensemble; the
              validation winner ships
-    ranker   DCN-v2 on ranker_v2 (--ranker-feature-service) over the clean impressions,
+    ranker   DCN-v2 on ranker_v3 (--ranker-feature-service) over the clean impressions,
              time split, vs popularity and
              logistic regression on the same features
     retail   Online Retail next-purchase ranking on the events of source online_retail

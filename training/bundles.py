@@ -40,7 +40,7 @@ RANKER_MODEL = "cartwise-ranker"
 # ranker carries its own service in its metadata (ranker_feature_service), so serving follows
 # the model rather than this default.
 INTENT_FEATURE_SERVICE = "intent_v1"
-RANKER_FEATURE_SERVICE = "ranker_v2"
+RANKER_FEATURE_SERVICE = "ranker_v3"
 
 
 def ranker_feature_service(model_metadata: dict) -> str:

@@ -5,7 +5,7 @@
     python -m training.ranker --frame train.parquet --out-dir runs
     torchrun --standalone --nproc_per_node 2 -m training.ranker --frame train.parquet
 
-`--feast` builds the frame from the feature service (default: ranker_v2, named in
+`--feast` builds the frame from the feature service (default: ranker_v3, named in
 training.bundles) over the clean impressions in the database (DATABASE_URL / CARTWISE_*
 settings; default window: all of them), through the Feast registry and offline store: labels in
 PostgreSQL, features point in time by the set-based path (features.frames: bounded memory,
