@@ -238,8 +238,9 @@ def _label(events: int) -> str:
     return str(events)
 
 
-def save(records: list[dict], path: Path = RESULTS / "scale.json") -> dict:
+def save(records: list[dict], path: Path | None = None) -> dict:
     """Merge into scale.json: this run's event count replaces its earlier records."""
+    path = path or RESULTS / "scale.json"
     old = json.loads(path.read_text()).get("records", []) if path.exists() else []
     counts = {r["params"]["events"] for r in records}
     merged = [r for r in old if r["params"].get("events") not in counts] + records
@@ -250,8 +251,9 @@ def save(records: list[dict], path: Path = RESULTS / "scale.json") -> dict:
     return body
 
 
-def plot(records: list[dict], path: Path = RESULTS / "scale.png") -> Path:
+def plot(records: list[dict], path: Path | None = None) -> Path:
     """Seconds and peak RSS per stage against events (hollow marker: stopped, not finished)."""
+    path = path or RESULTS / "scale.png"
     # matplotlib is heavy to import: only the reports that draw a plot pay for it.
     import matplotlib
 
@@ -268,10 +270,15 @@ def plot(records: list[dict], path: Path = RESULTS / "scale.png") -> Path:
             continue
         x = [r["params"]["events"] for r in recs]
         line = ax_s.plot(x, [r["value"] for r in recs], marker="o", label=stage)[0]
-        ax_m.plot(x, [r["params"]["peak_rss_gb"] for r in recs], marker="o", color=line.get_color())
+        rss = [(r["params"]["events"], r["params"]["peak_rss_gb"]) for r in recs]
+        rss = [(e, gb) for e, gb in rss if gb is not None]  # a restored stopped stage has none
+        if rss:
+            ax_m.plot(*zip(*rss), marker="o", color=line.get_color())
         for r in recs:
             if not r["params"].get("finished", True):
                 for ax, y in ((ax_s, r["value"]), (ax_m, r["params"]["peak_rss_gb"])):
+                    if y is None:
+                        continue
                     ax.scatter(
                         [r["params"]["events"]],
                         [y],
@@ -310,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         help="internal: run only the labels stage of ROWS rows (bench-scale runs each stage "
         "in its own process)",
     )
-    p.add_argument("--plot-only", action="store_true", help="redraw scale.png from scale.json")
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw scale.png from the per-size files, results/scale-<size>.json",
+    )
     args = p.parse_args(argv)
     # A kill (nohup'd runs get stopped) still drops the scratch database and folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -318,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         _labels_stage(args.labels_stage)
         return 0
     if args.plot_only:
-        body = json.loads((RESULTS / "scale.json").read_text())
+        records = []
+        for path in sorted(RESULTS.glob("scale-*.json")):
+            records += json.loads(path.read_text())["records"]
+        body = save(records)
     else:
         body = save(run(args.events))
     print(f"wrote {RESULTS / 'scale.json'} and {plot(body['records'])}")
