@@ -126,6 +126,8 @@ class OnlineFeatures:
         rows = {"item_id": list(items), "category": list(categories)}
         n = 0
         for group in plan.shared_groups:
+            if not set(group.join_keys) <= set(rows):  # keyed by the request (the query)
+                continue
             keys = list(dict.fromkeys(zip(*(rows[k] for k in group.join_keys))))
             for i in range(0, len(keys), chunk):
                 cache.rows(group, keys[i : i + chunk])

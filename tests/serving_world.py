@@ -4,7 +4,8 @@ and of the serving benchmarks.
 The project's own path at a small size, so every row the server reads passed validation:
 simulate (ending now, so online features are fresh) -> governed ingest (Pandera, cleaning,
 pseudonyms, audited batches) -> feature pipeline (MiniLM title embeddings) -> Feast apply +
-materialise -> ranker_v1 training set -> tiny DCN-v2 ranker (saved with its feature profile)
+materialise -> training set of the ranker's default feature service (ranker_v3: what ships) ->
+tiny DCN-v2 ranker (saved with its feature profile)
 and a TF-IDF intent model, in the BentoML model store of $BENTOML_HOME.
 
 `WorldFacts` names what the tests may rely on, read from the governed tables and the shipped
@@ -38,7 +39,7 @@ from governance.ingest import ingest_simulation
 from governance.privacy import pseudonymise
 from governance.settings import get_settings
 from governance.simulate import SimConfig, simulate
-from training.bundles import save_intent, save_ranker
+from training.bundles import RANKER_FEATURE_SERVICE, save_intent, save_ranker
 from training.intent import IntentTrainArgs, load_labelled
 from training.intent import train as train_intent
 from training.ranker import RankerTrainArgs
@@ -108,6 +109,16 @@ def _item_ids(settings) -> tuple[str, ...]:
         return tuple(r[0] for r in cur.fetchall())
 
 
+def top_query(settings) -> str:
+    """The world's most searched query with clicked categories, as query_stats keys it."""
+    with transaction(settings) as cur:
+        cur.execute(
+            """SELECT query FROM query_features WHERE q_top_category_1 IS NOT NULL
+               ORDER BY searches_30d DESC, query LIMIT 1"""
+        )
+        return cur.fetchone()[0]
+
+
 def world_facts(settings, sim: Path, predictor, labelled: pd.DataFrame) -> WorldFacts:
     users = users_by_views(settings, sim)
     category, item = _largest_category(settings)
@@ -157,7 +168,7 @@ def build(
     pipeline.run(settings, embeddings=True)
     store = apply(settings)
     store.materialize(start - timedelta(days=1), datetime.now(UTC))
-    service = "ranker_v1"  # no embeddings: a world in seconds
+    service = RANKER_FEATURE_SERVICE  # the contract `make demo` ships and serves
     frame, names, lineage = frame_from_feast(settings, service, list_sample=0.5)
     res = train_ranker(
         RankerTrainArgs(
@@ -188,6 +199,7 @@ def build(
         "bundle": dcn,
         "profiles": profiles,
         "bentoml_home": os.environ.get("BENTOML_HOME"),
+        "feature_service": service,
     }
 
 

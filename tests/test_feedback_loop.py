@@ -119,7 +119,7 @@ def test_served_list_joins_its_click(server, world):
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["list_id"]) == 32 and body["variant"] in ("ranker", "random")
-    assert body["feature_service"] == "ranker_v1"
+    assert body["feature_service"] == world["feature_service"]
     clicked = body["items"][1]
     event = {
         "event_id": f"t-{uuid.uuid4().hex}",
@@ -318,13 +318,42 @@ def test_retrain_gates_on_recent_lists_and_reloads(server, world):
     assert old_served > 0 and traffic.tags.count(result.registered) >= 3
 
 
+def test_a_search_query_reaches_the_rankers_features(server, world):
+    """The shipped ranker's service (ranker_v3) reads the query's click shares: a search with a
+    known query logs them for every served item, a recommendation list (no query) as null."""
+    from tests.serving_world import top_query
+
+    user = sim_user(world, 2)
+    searched = server.post("/search", json={"query": top_query(world["settings"]), "k": 5})
+    recommended = server.post("/recommend", json={"user_id": user, "k": 5})
+    assert searched.status_code == 200 and recommended.status_code == 200
+    assert not searched.json()["fallback"] and not recommended.json()["fallback"]
+    wait_logged(server)
+
+    def logged(body):
+        rows = sql(
+            world["settings"],
+            "SELECT si.features FROM served_items si WHERE si.list_id = %s",
+            body["list_id"],
+        )
+        assert len(rows) == 5
+        return [r[0].get("query_category_share", "absent") for r in rows]
+
+    assert all(isinstance(v, float) for v in logged(searched.json()))
+    # null for every row: not logged at all (the log keeps numeric columns) or logged as None
+    assert not any(isinstance(v, float) for v in logged(recommended.json()))
+
+
 def test_hot_swap_serves_every_request_during_reload(server, world):
     from training.bundles import save_ranker
 
     old = server.post("/status", json={}).json()["experiment"]["variants"][0]["model"]
     with Traffic(server, world, threads=3) as traffic:
         new_tag = save_ranker(
-            world["bundle"], {}, {"feature_service": "ranker_v1"}, profiles=world["profiles"]
+            world["bundle"],
+            {},
+            {"feature_service": world["feature_service"]},
+            profiles=world["profiles"],
         )
         r = server.post("/reload", json={}, headers=AUTH)
         assert r.status_code == 200, r.text

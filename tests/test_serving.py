@@ -30,7 +30,15 @@ import redis as redis_lib
 from conftest import TEST_PSEUDONYM_KEY, _drop, _url_for, make_database
 
 from governance.settings import Settings
-from tests.serving_world import API_KEY, TOKEN, WorldFacts, build, free_port, serve
+from tests.serving_world import (
+    API_KEY,
+    TOKEN,
+    WorldFacts,
+    build,
+    free_port,
+    serve,
+    top_query,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +201,7 @@ def test_health_openapi_and_metrics(server, world):
     spec = server.get("/docs.json").json()
     assert {"/intent", "/search", "/recommend", "/events"} <= set(spec["paths"])
     status = server.post("/status", json={}).json()
-    assert status["feature_service"] == "ranker_v1"  # read from the ranker's metadata
+    assert status["feature_service"] == world["feature_service"]  # the ranker's metadata
     items = count(world["settings"], "SELECT count(*) FROM items")
     assert status["online_store"]["healthy"] and status["catalog"]["embedded_items"] == items
     server.post("/intent", json={"query": "coffee"})
@@ -643,7 +651,9 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     # ranker_v3 adds a view keyed by the query (cached) under an on-demand view: for a search
     # with the world's most searched query, then for a list without a query.
     v3 = (OnlineFeatures(store, "ranker_v3", cache_s=None), OnlineFeatures(store, "ranker_v3"))
-    query = _top_query(s)
+    # A worker's start warms the item and category views, never the query's (no query yet).
+    assert v3[1].warm(items, cats) == len(set(items)) + len(set(cats))
+    query = top_query(s)
     searched = agree(*v3, query=query)
     assert searched["query"].eq(query).all()
     assert searched["query_category_share"].notna().all()  # the query's rows were read
@@ -678,18 +688,6 @@ def test_served_features_equal_feasts_fresh_cached_and_after_materialising(world
     misses = cache.misses
     agree()
     assert cache.misses > misses  # read again after the materialisation
-
-
-def _top_query(settings) -> str:
-    """The world's most searched query with clicked categories, as query_stats keys it."""
-    from governance.db import transaction
-
-    with transaction(settings) as cur:
-        cur.execute(
-            """SELECT query FROM query_features WHERE q_top_category_1 IS NOT NULL
-               ORDER BY searches_30d DESC, query LIMIT 1"""
-        )
-        return cur.fetchone()[0]
 
 
 def _write_expired_user(store, category: str) -> str:
