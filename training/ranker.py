@@ -491,7 +491,8 @@ def write_outputs(
     res.bundle.save(res.folder / "model")
     body = {
         "args": args,
-        "feature_service": args.feature_service,
+        # The frame's own service (a --frame file names it), not the argument's default.
+        "feature_service": res.lineage.get("feature_service", args.feature_service),
         "world_size": res.world_size,
         "device": str(device),
         "features": dataclasses.asdict(res.spec) | {"mean": None, "std": None},
