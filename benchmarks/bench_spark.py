@@ -37,6 +37,7 @@ CARTWISE_BENCH_PIT_ROWS [50000] (capped at the impressions there are),
 CARTWISE_BENCH_SKIP_LOCAL1 [0] (no local[1] pipeline, no speed-up),
 CARTWISE_BENCH_PIT_LOCAL1 [0] (1: the Spark PIT at local[1] too, its speed-up in params),
 CARTWISE_BENCH_SPARK_TIMEOUT_S [0: none] (time limit of each Spark stage),
+CARTWISE_BENCH_SPARK_PIT_TIMEOUT_S [the Spark stages' limit] (time limit of the Spark PIT stages),
 CARTWISE_BENCH_SPARK_MEMORY [2g] (spark.driver.memory: in local mode the executors' heap).
 """
 
@@ -143,6 +144,7 @@ def run(events: int | None = None) -> list[dict]:
     cores = ["local[2]"] if skip_local1 else ["local[1]", "local[2]"]
     pit_cores = cores if os.environ.get("CARTWISE_BENCH_PIT_LOCAL1") == "1" else ["local[2]"]
     spark_timeout = _env_int("CARTWISE_BENCH_SPARK_TIMEOUT_S", 0) or None
+    pit_timeout = _env_int("CARTWISE_BENCH_SPARK_PIT_TIMEOUT_S", 0) or spark_timeout
     folder = Path(tempfile.mkdtemp(prefix="cw_bench_spark_"))
     log = folder / "stages.log"
     stages: dict[str, dict] = {}
@@ -183,7 +185,8 @@ def run(events: int | None = None) -> list[dict]:
                 if "--stage" in args:
                     args = [*args, str(result)]
                 load_before = os.getloadavg()[0]
-                res = run_stage(args, env, log, timeout_s=spark_timeout if spark_stage else None)
+                limit = pit_timeout if name.startswith("spark_pit") else spark_timeout
+                res = run_stage(args, env, log, timeout_s=limit if spark_stage else None)
                 body = json.loads(result.read_text()) if result.exists() else {}
                 body |= {
                     "wall_s": round(res.seconds, 2),
