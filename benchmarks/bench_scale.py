@@ -287,9 +287,12 @@ def plot(records: list[dict], path: Path | None = None) -> Path:
                         edgecolors="red",
                         zorder=3,
                     )
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")  # 4, not 4x10^0
     for ax, label in ((ax_s, "seconds"), (ax_m, "peak RSS (GB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
         ax.set_xlabel("simulated events")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
