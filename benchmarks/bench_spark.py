@@ -38,7 +38,7 @@ CARTWISE_BENCH_SKIP_LOCAL1 [0] (no local[1] pipeline, no speed-up),
 CARTWISE_BENCH_PIT_LOCAL1 [0] (1: the Spark PIT at local[1] too, its speed-up in params),
 CARTWISE_BENCH_SPARK_TIMEOUT_S [0: none] (time limit of each Spark stage),
 CARTWISE_BENCH_SPARK_PIT_TIMEOUT_S [the Spark stages' limit] (time limit of the Spark PIT stages),
-CARTWISE_BENCH_SPARK_MEMORY [2g] (spark.driver.memory: in local mode the executors' heap).
+CARTWISE_BENCH_SPARK_MEMORY [6g] (spark.driver.memory: in local mode the executors' heap).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _analyze(url: str) -> None:
 
 
 def _spark_memory() -> str:
-    return os.environ.get("CARTWISE_BENCH_SPARK_MEMORY") or "2g"
+    return os.environ.get("CARTWISE_BENCH_SPARK_MEMORY") or "6g"
 
 
 def _spark_pipeline_stage(master: str, out: str) -> None:

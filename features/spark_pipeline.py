@@ -289,7 +289,8 @@ def _main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--driver-memory",
-        help="spark.driver.memory, the local-mode executors' heap too (default: Spark's, 1g)",
+        help="spark.driver.memory, the local-mode executors' heap too (default: "
+        "CARTWISE_SPARK_DRIVER_MEMORY, else Spark's 1g)",
     )
     parser.add_argument(
         "--min-query-searches",
@@ -311,7 +312,7 @@ def _main(argv: list[str] | None = None) -> None:
     spark = spark_session(
         args.master or settings.spark_master,
         args.shuffle_partitions,
-        driver_memory=args.driver_memory,
+        driver_memory=args.driver_memory or settings.spark_driver_memory,
     )
     report = run(
         settings,

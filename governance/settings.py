@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         default="local[*]",
         description="Spark master URL for the Spark feature pipeline and Feast's Spark engines.",
     )
+    spark_driver_memory: str | None = Field(
+        default="6g",
+        description="spark.driver.memory of the SparkSessions cartwise starts (the Spark "
+        "pipeline, Feast's Spark offline store and engine); in local mode it is the executors' "
+        "heap too. Feast's Spark point-in-time join of 50k ranker_v2 rows took 44 s with 6g "
+        "and had not finished after 300 s with 2g (1M events, README). An upper bound, not an "
+        "allocation; empty: Spark's default (1g).",
+    )
     offline_engine: Literal["postgres", "spark"] = Field(
         default="postgres",
         description="Feast's offline side: 'postgres' (the feature tables in PostgreSQL) or "

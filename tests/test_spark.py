@@ -254,6 +254,7 @@ def stores(shop, spark_run, redis_cluster):
             "spark_master": "local[2]",
             "redis_url": redis_cluster.url,
             "redis_cluster": True,
+            "spark_driver_memory": "1g",  # Spark's own default: the session is already up
         }
     )
     pg_store = feast_store.apply(pg_settings)
@@ -302,6 +303,9 @@ def test_spark_sources_and_engine_are_configured(stores):
     assert fs.config.batch_engine_config["type"] == ENGINE_TYPE
     assert isinstance(fs._get_provider().batch_engine, SparkEngine)
     assert fs.config.online_store.redis_type == "redis_cluster"
+    # CARTWISE_SPARK_DRIVER_MEMORY reaches both of Feast's Spark sessions' configuration.
+    assert fs.config.offline_store.spark_conf["spark.driver.memory"] == "1g"
+    assert fs.config.batch_engine_config["spark_conf"]["spark.driver.memory"] == "1g"
     views = fs.list_batch_feature_views() + fs.list_stream_feature_views()
     sources = {v.name: v.batch_source for v in views}
     assert sources and all(isinstance(s, SparkSource) for s in sources.values()), sources
