@@ -134,20 +134,11 @@ def test_torchrun_builds_the_frame_once(env, tmp_path):
     assert report["lineage"]["batch_ids"] == info.batch_ids
     # Trained again from that file with the default --feature-service (ranker_v3): the model
     # and its report name the frame's own service, the contract the columns were read under.
+    from tests.training_data import TINY_RANKER
     from training.ranker import RankerTrainArgs, train
 
-    again = train(
-        RankerTrainArgs(
-            out_dir=str(tmp_path / "again"),
-            frame=str(frames[0]),
-            buckets=256,
-            emb_dim=4,
-            deep="16",
-            batch_size=128,
-            epochs=1,
-            tensorboard=False,
-        )
-    )
+    tiny = {k: v for k, v in TINY_RANKER.items() if k != "feature_service"} | {"epochs": 1}
+    again = train(RankerTrainArgs(out_dir=str(tmp_path / "again"), frame=str(frames[0]), **tiny))
     assert RankerTrainArgs().feature_service != "ranker_v2"
     assert json.loads(again.report.read_text())["feature_service"] == "ranker_v2"
     assert again.lineage["feature_service"] == "ranker_v2"
