@@ -142,9 +142,8 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
     """What a SparkSession of cartwise's gets: the master, its memory when set, UTC, no UI,
     this interpreter."""
     settings = settings or get_settings()
-    memory = {"spark.driver.memory": settings.spark_driver_memory}
-    return {
-        **(memory if settings.spark_driver_memory else {}),
+    memory = settings.spark_driver_memory
+    return ({"spark.driver.memory": memory} if memory else {}) | {
         "spark.master": settings.spark_master,
         "spark.app.name": "cartwise-feast",
         "spark.sql.session.timeZone": "UTC",

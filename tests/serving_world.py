@@ -39,6 +39,7 @@ from governance.ingest import ingest_simulation
 from governance.privacy import pseudonymise
 from governance.settings import get_settings
 from governance.simulate import SimConfig, simulate
+from tests.training_data import TINY_RANKER
 from training.bundles import RANKER_FEATURE_SERVICE, save_intent, save_ranker
 from training.intent import IntentTrainArgs, load_labelled
 from training.intent import train as train_intent
@@ -52,16 +53,10 @@ API_KEY = "test-api-key"
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
 REPO = Path(__file__).resolve().parent.parent
 
-TINY_RANKER = dict(
-    buckets=1024,
-    emb_dim=8,
-    cross_layers=2,
-    deep="32",
-    batch_size=64,
-    epochs=4,
-    patience=1,
-    tensorboard=False,
-    save_model=False,
+# The tests' tiny ranker (tests/training_data.py), on the world's feature service, with more
+# hash buckets for the world's ids and the model left out of the store (build saves its own).
+WORLD_RANKER = {k: v for k, v in TINY_RANKER.items() if k != "feature_service"} | dict(
+    buckets=1024, patience=1, save_model=False
 )
 
 
@@ -172,7 +167,7 @@ def build(
     frame, names, lineage = frame_from_feast(settings, service, list_sample=0.5)
     res = train_ranker(
         RankerTrainArgs(
-            out_dir=str(root / "runs"), seed=seed, feature_service=service, **TINY_RANKER
+            out_dir=str(root / "runs"), seed=seed, feature_service=service, **WORLD_RANKER
         ),
         frame=frame,
         feature_names=names,
