@@ -42,6 +42,37 @@ def test_window_features_use_only_the_past():
     assert (f["own_days_since_last"].dropna() > 0).all()
 
 
+def test_timing_and_category_features_follow_the_history():
+    p = _purchases()
+    p["category"] = "c" + (p["item_id"].str[1:].astype(int) % 3).astype(str)
+    cut = pd.Timestamp("2011-06-01", tz="UTC")
+    f = build_window(p, cut, CandidateSpec(horizon_days=20, n_co=10, n_pop=10)).frame
+    hist = p[p["event_ts"] < cut]
+    one = f[(f["own_days"] > 2)].iloc[0]
+    mine = hist[(hist["user_id"] == one["user_id"]) & (hist["item_id"] == one["item_id"])]
+    days = mine["event_ts"].dt.floor("D")
+    gap = (days.max() - days.min()).days / (days.nunique() - 1)
+    assert one["own_gap"] == pytest.approx(gap, abs=1.0)  # days are floored, times are not
+    assert one["own_due"] == pytest.approx(one["own_days_since_last"] / one["own_gap"])
+    # The last basket is what the customer bought within a day of their last purchase.
+    user = hist[hist["user_id"] == one["user_id"]]
+    last = user[user["event_ts"] >= user["event_ts"].max() - pd.Timedelta(days=1)]
+    flagged = f[(f["user_id"] == one["user_id"]) & (f["in_last_basket"] == 1)]
+    assert set(flagged["item_id"]) == set(last["item_id"])
+    # A customer's category shares over their own purchases sum to one.
+    shares = (
+        f[f["user_category_share"] > 0]
+        .assign(category=lambda x: "c" + (x["item_id"].str[1:].astype(int) % 3).astype(str))
+        .drop_duplicates(["user_id", "category"])
+        .groupby("user_id")["user_category_share"]
+        .sum()
+    )
+    assert np.allclose(shares, 1.0)
+    # Without a category column every item is in one category: the share is 1 for buyers.
+    g = build_window(p.drop(columns="category"), cut, CandidateSpec(20, n_co=10, n_pop=10)).frame
+    assert set(g["user_category_share"].unique()) <= {0.0, 1.0}
+
+
 def test_tiny_run_reports_both_methods_with_intervals(tmp_path):
     args = rr.RetailRankerArgs(
         cutoff="2011-08-01", horizon_days=20, train_windows=2, n_co=10, n_pop=10, rounds=20,
@@ -56,6 +87,7 @@ def test_tiny_run_reports_both_methods_with_intervals(tmp_path):
         assert res[part][rr.BASELINE].ratio_to_baseline.mean == pytest.approx(1.0)
     assert res["ships"] == rr.choose_shipped(res["validation"])
     assert 0 < res["candidate_recall"]["test"] <= 1
+    assert res["refit_rounds"] >= res["best_iteration"]  # one more window, as many rounds or more
     assert (res["folder"] / "report.json").exists()
 
 

@@ -52,8 +52,9 @@ class RetailArgs:
 
 
 PURCHASES_SQL = """
-SELECT e.user_id, e.item_id, e.event_ts, e.quantity, e.batch_id
+SELECT e.user_id, e.item_id, e.event_ts, e.quantity, e.batch_id, i.category
 FROM events e JOIN ingest_batches b USING (batch_id)
+LEFT JOIN items i ON i.item_id = e.item_id
 WHERE b.source = %(source)s AND e.event_type = 'purchase' AND NOT e.is_bot
   AND e.user_id IS NOT NULL AND e.item_id IS NOT NULL
 """
@@ -63,7 +64,9 @@ def purchases_from_db(settings=None, source: str = "online_retail") -> pd.DataFr
     with transaction(settings) as cur:
         cur.execute(PURCHASES_SQL, {"source": source})
         rows = cur.fetchall()
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "quantity", "batch_id"])
+    return pd.DataFrame(
+        rows, columns=["user_id", "item_id", "event_ts", "quantity", "batch_id", "category"]
+    )
 
 
 def _decay(age_days: np.ndarray, half_life: float) -> np.ndarray:

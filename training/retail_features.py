@@ -4,7 +4,8 @@ Candidates per customer: every item they bought before, the top `n_co` items by 
 co-purchase with their decayed history and with their last purchase day, and the top `n_pop`
 items by recent distinct buyers. Features per (customer, item) are listed in FEATURES; every
 one is computed from purchases strictly before the cut, so a window's labels (the purchases in
-the horizon after it) never leak into its features.
+the horizon after it) never leak into its features. The category features read an optional
+`category` column of the purchases; without it every item is in one category.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ FEATURES = [
     "rank_co",
     "rank_pop",
     "is_own",
+    "own_gap",
+    "own_due",
+    "own_qty_per_line",
+    "in_last_basket",
+    "item_trend_14d",
+    "user_category_share",
+    "category_trend",
+    "rank_pop_in_category",
 ]
 
 
@@ -251,5 +260,57 @@ def build_window(
     frame["label"] = [
         float(i in truth.get(u, ())) for u, i in zip(frame["user_id"], frame["item_id"])
     ]
+    frame = _timing_and_category(frame, hist, cut)
     frame = frame.sort_values(["user_id", "item_id"], kind="mergesort").reset_index(drop=True)
     return Window(cut, frame, truth)
+
+
+def _recent_buyers(hist: pd.DataFrame, key: str, cut, days: float) -> pd.Series:
+    return hist[hist["event_ts"] >= cut - pd.Timedelta(days=days)].groupby(key)["user_id"].nunique()
+
+
+def _trend(hist: pd.DataFrame, key: str, cut, short_days: float = 14, long_days: float = 60):
+    """Distinct buyers of the last `short_days`, scaled to `long_days`, over those of the last
+    `long_days` (add-one smoothed): above 1 when something is selling faster than before,
+    as seasonal stock does before Christmas."""
+    short = _recent_buyers(hist, key, cut, short_days)
+    long = _recent_buyers(hist, key, cut, long_days)
+    return (short.reindex(long.index).fillna(0) * long_days / short_days + 1) / (long + 1)
+
+
+def _timing_and_category(frame: pd.DataFrame, hist: pd.DataFrame, cut) -> pd.DataFrame:
+    """When a customer is due to rebuy an item, what they bought last, and which categories
+    they buy and which are rising."""
+    repeat_days = (frame["own_days"] - 1).clip(lower=1)
+    span = frame["own_days_since_first"] - frame["own_days_since_last"]
+    frame["own_gap"] = np.where(frame["own_days"] > 1, span / repeat_days, np.nan)
+    frame["own_due"] = frame["own_days_since_last"] / frame["own_gap"]
+    frame["own_qty_per_line"] = frame["own_qty"] / frame["own_lines"].replace(0, np.nan)
+    last = hist.groupby("user_id")["event_ts"].transform("max")
+    last_basket = hist.loc[hist["event_ts"] >= last - pd.Timedelta(days=1), ["user_id", "item_id"]]
+    frame = frame.merge(
+        last_basket.drop_duplicates().assign(in_last_basket=1.0),
+        on=["user_id", "item_id"],
+        how="left",
+    )
+    frame["in_last_basket"] = frame["in_last_basket"].fillna(0.0)
+    frame["item_trend_14d"] = frame["item_id"].map(_trend(hist, "item_id", cut)).fillna(1.0)
+
+    category = (
+        hist.drop_duplicates("item_id").set_index("item_id")["category"].fillna("")
+        if "category" in hist
+        else pd.Series("", index=pd.Index(hist["item_id"].unique()))
+    )
+    hist = hist.assign(category=hist["item_id"].map(category))
+    frame["category"] = frame["item_id"].map(category).fillna("")
+    per_category = hist.groupby(["user_id", "category"]).size()
+    share = per_category / per_category.groupby(level=0).transform("sum")
+    frame = frame.merge(
+        share.rename("user_category_share").reset_index(), on=["user_id", "category"], how="left"
+    )
+    frame["user_category_share"] = frame["user_category_share"].fillna(0.0)
+    frame["category_trend"] = frame["category"].map(_trend(hist, "category", cut)).fillna(1.0)
+    frame["rank_pop_in_category"] = frame.groupby(["user_id", "category"])["pop_recent"].rank(
+        ascending=False, method="first"
+    )
+    return frame.drop(columns=["category"])

@@ -19,8 +19,12 @@ simple methods.
 Training data are earlier windows: labels are the purchases in [cut, cut + horizon) for cuts
 one, two, ... horizons before the validation cut. The validation window (the horizon just
 before --cutoff) early-stops LightGBM and decides what ships: the ranker only if its
-validation Recall@k beats own-most-bought + popularity, else the baseline. The test window
-after --cutoff is read once, for the report, with bootstrap intervals over customers.
+validation Recall@k beats own-most-bought + popularity, else the baseline. With --refit (the
+default) the ranker is then refitted on the training and validation windows together for the
+early-stopped number of rounds, scaled up by the added window: the month just before the
+cut-off is the one most like the test month, and validation has already done its job. The
+test window after --cutoff is read once, for the report, with bootstrap intervals over
+customers.
 """
 
 from __future__ import annotations
@@ -56,7 +60,14 @@ class RetailRankerArgs:
     )
     horizon_days: float = field(default=30.0, metadata={"help": "label window after a cut"})
     train_windows: int = field(
-        default=3, metadata={"help": "earlier windows that make the training set"}
+        default=6, metadata={"help": "earlier windows that make the training set"}
+    )
+    refit: bool = field(
+        default=True,
+        metadata={
+            "help": "after early stopping, refit on the training and validation windows "
+            "(the rounds scaled by their share) so the shipped model has seen the latest month"
+        },
     )
     recent_days: float = field(default=30.0, metadata={"help": "popularity window"})
     half_life_days: float = field(default=60.0, metadata={"help": "repeat-score half life"})
@@ -122,11 +133,8 @@ def _useful(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[pos > 0]
 
 
-def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs):
-    import lightgbm as lgb  # heavy import, only the training path needs it
-
-    tr, va = _useful(train), _useful(val)
-    params = {
+def _params(args: RetailRankerArgs) -> dict:
+    return {
         "objective": "lambdarank",
         "metric": "ndcg",
         "eval_at": [args.k],
@@ -142,6 +150,13 @@ def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs):
         "num_threads": 2,
         "verbose": -1,
     }
+
+
+def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs):
+    import lightgbm as lgb  # heavy import, only the training path needs it
+
+    tr, va = _useful(train), _useful(val)
+    params = _params(args)
     dtrain = lgb.Dataset(tr[FEATURES], tr["label"], group=_groups(tr))
     dval = lgb.Dataset(va[FEATURES], va["label"], group=_groups(va), reference=dtrain)
     booster = lgb.train(
@@ -154,9 +169,18 @@ def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs):
     return booster
 
 
+def refit_ranker(train: pd.DataFrame, val: pd.DataFrame, rounds: int, args: RetailRankerArgs):
+    """The same model on training + validation windows for a fixed number of rounds."""
+    import lightgbm as lgb  # heavy import, only the training path needs it
+
+    both = _useful(pd.concat([train, val.assign(user_id=val["user_id"].astype(str) + "@val")]))
+    data = lgb.Dataset(both[FEATURES], both["label"], group=_groups(both))
+    return lgb.train(_params(args), data, num_boost_round=max(rounds, 1))
+
+
 def _score(booster, window: Window) -> None:
     window.frame["model_score"] = booster.predict(
-        window.frame[FEATURES], num_iteration=booster.best_iteration
+        window.frame[FEATURES], num_iteration=booster.best_iteration or None
     )
 
 
@@ -202,6 +226,11 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
     )
     booster = fit_ranker(train, val.frame, args)
     _score(booster, val)
+    best_iteration, refit_rounds = booster.best_iteration, None
+    if args.refit:
+        # Rounds grow with the data: one more window on top of len(windows).
+        refit_rounds = round(best_iteration * (len(windows) + 1) / max(len(windows), 1))
+        booster = refit_ranker(train, val.frame, refit_rounds, args)
     _score(booster, test)
     methods = {
         "recent_popularity": "popularity_score",
@@ -229,7 +258,8 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
         "validation": val_cmp,
         "test": test_cmp,
         "candidate_recall": coverage,
-        "best_iteration": booster.best_iteration,
+        "best_iteration": best_iteration,
+        "refit_rounds": refit_rounds,
         "feature_gain": importance,
         "rows": {"train": len(train), "val": len(val.frame), "test": len(test.frame)},
         "customers": {"val": len(val.truth), "test": len(test.truth)},
