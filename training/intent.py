@@ -30,6 +30,7 @@ from governance.settings import get_settings
 from training.bundles import INTENT_FEATURE_SERVICE, save_intent
 from training.cli import arg, parse_dataclass
 from training.common import autocast, minilm_path, pick_device, run_dir, seed_everything, tb_writer
+from training.intent_fewshot import lexical_tfidf, tune_c
 from training.intent_model import (
     IGNORE,
     IntentLoss,
@@ -127,24 +128,30 @@ def encode_labels(df: pd.DataFrame, intents: list[str], categories: list[str]):
 # ---------------------------------------------------------------- candidates
 
 
-def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int) -> dict:
+TFIDF_C_GRID = (3.0, 10.0, 30.0)
+
+
+def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int, val=None) -> dict:
+    """Logistic-regression heads for intent and category. tfidf_lr reads the shared lexical
+    features (`intent_fewshot.lexical_tfidf`) with C tuned on `val` = (texts, intent ids)
+    when given; embed_lr reads embeddings at C=1 (the job's untuned frozen baseline)."""
     # scikit-learn is heavy to import: only the jobs that fit it pay for it.
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    def model():
-        lr = LogisticRegression(
-            max_iter=2000, C=10.0 if kind == "tfidf_lr" else 1.0, random_state=seed
-        )
-        if kind == "tfidf_lr":
-            return make_pipeline(
-                TfidfVectorizer(
-                    ngram_range=(1, 2), sublinear_tf=True, analyzer="char_wb", min_df=1
-                ),
-                lr,
+    c = 1.0
+    if kind == "tfidf_lr":
+        vec = lexical_tfidf(x_train)
+        c = 10.0
+        if val is not None and len(val[0]):
+            head = tune_c(
+                vec.transform(x_train), y_i, vec.transform(val[0]), val[1], TFIDF_C_GRID, seed
             )
-        return lr
+            c = head.c
+
+    def model():
+        lr = LogisticRegression(max_iter=3000, C=c, random_state=seed)
+        return make_pipeline(vec, lr) if kind == "tfidf_lr" else lr
 
     out = {"intent": model().fit(x_train, y_i)}
     has_cat = y_c != IGNORE
@@ -388,6 +395,7 @@ def fit_candidates(
     intents = split.intents
     y_i, y_c = encode_labels(train_df, intents, categories)
     texts = train_df["query"].tolist()
+    val = (split.val["query"].tolist(), encode_labels(split.val, intents, categories)[0])
     preds: dict[str, IntentPredictor] = {}
     timings, tuning = {}, []
     if "tfidf_lr" in args.candidates or "ensemble" in args.candidates:
@@ -397,7 +405,7 @@ def fit_candidates(
             intents,
             categories,
             args.max_len,
-            sklearn=fit_sklearn(texts, y_i, y_c, "tfidf_lr", args.seed),
+            sklearn=fit_sklearn(texts, y_i, y_c, "tfidf_lr", args.seed, val=val),
         )
         timings["tfidf_lr"] = time.time() - s
     if "embed_lr" in args.candidates:

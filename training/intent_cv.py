@@ -29,9 +29,9 @@ from training.common import minilm_path, pick_device, run_dir, write_json
 from training.intent_fewshot import (
     C_GRID,
     SetFitArgs,
-    char_tfidf,
     contrastive_finetune,
     hybrid_matrix,
+    lexical_tfidf,
     tune_c,
 )
 from training.intent_model import embed, load_encoder
@@ -128,7 +128,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
     predictors, c, setfit_stats = {}, {}, None
     want = set(args.candidates)
     if "tfidf_lr" in want:
-        vec = char_tfidf(q[tr])
+        vec = lexical_tfidf(q[tr])
         head = tune_c(vec.transform(q[tr]), y[tr], vec.transform(q[va]), y[va], seed=args.seed)
         predictors["tfidf_lr"] = lambda t, vec=vec, m=head.model: m.predict(vec.transform(t))
         c["tfidf_lr"] = head.c
@@ -139,7 +139,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
                 predictors[name] = lambda t, m=head.model: m.predict(frozen(list(t)))
                 c[name] = head.c
     if "hybrid" in want:
-        vec = char_tfidf(q[tr])
+        vec = lexical_tfidf(q[tr])
 
         def hx(t, vec=vec):
             return hybrid_matrix(vec, t, frozen(list(t)))

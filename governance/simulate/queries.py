@@ -157,6 +157,7 @@ ABBREVIATIONS = {
     "kitchen": "ktchn",
 }
 
+QUERY_POOLS = ("phrase", "second_language", "ambiguous")
 STYLE_P = {"second_language": 0.15, "ambiguous": 0.15, "abbreviate": 0.1, "shuffle": 0.12}
 TYPO_P = 0.12
 
@@ -188,17 +189,23 @@ def _abbreviate(text: str) -> str:
 
 
 def hard_query(leaf: int, intent: str, rng: np.random.Generator) -> str:
+    return styled_hard_query(leaf, intent, rng)[0]
+
+
+def styled_hard_query(leaf: int, intent: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(query, style): the style is the phrase pool it came from, one of QUERY_POOLS, so the
+    intent job's ceiling can tell queries the text decides from those only behaviour does."""
     path, nouns, descs, median, _ = LEAVES[leaf]
     dept = department(path)
     brands = BRANDS[dept]
     b1, b2 = rng.choice(len(brands), size=2, replace=False)
     u = rng.random(4)
     if u[0] < STYLE_P["ambiguous"]:
-        pool = AMBIGUOUS
+        style, pool = "ambiguous", AMBIGUOUS
     elif u[0] < STYLE_P["ambiguous"] + STYLE_P["second_language"]:
-        pool = PHRASES_DE[intent]
+        style, pool = "second_language", PHRASES_DE[intent]
     else:
-        pool = PHRASES[intent]
+        style, pool = "phrase", PHRASES[intent]
     template = pool[int(rng.integers(len(pool)))]
     price = int(round(median * float(rng.choice([0.5, 0.75, 1.0, 1.5])), -1) or 10)
     query = template.format(
@@ -220,7 +227,7 @@ def hard_query(leaf: int, intent: str, rng: np.random.Generator) -> str:
         query = " ".join(words[i] for i in rng.permutation(len(words)))
     if rng.random() < TYPO_P:
         query = add_typo(query, rng)
-    return query
+    return query, style
 
 
 def shopper_query(leaf: int, intent: str, rng: np.random.Generator, style: str = "hard") -> str:

@@ -150,11 +150,16 @@ def items_table(shop: Shop) -> pa.Table:
     )
 
 
+# The intent mix of the labelled queries: buy_product, browse_category, compare_prices,
+# product_info (governance.schemas.INTENTS order).
+LABELLED_INTENT_P = (0.35, 0.25, 0.2, 0.2)
+
+
 def labelled_query_rows(shop: Shop, rng: np.random.Generator) -> list[dict]:
     """Labelled examples for the intent classifier, from the same templates as the event log
     but drawn independently, de-duplicated so one text never carries two labels."""
     n = shop.cfg.n_labelled_queries
-    intent_p = np.array([0.35, 0.25, 0.2, 0.2])
+    intent_p = np.array(LABELLED_INTENT_P)
     seen, rows = set(), []
     for _ in range(20 * n):
         if len(rows) == n:
