@@ -29,7 +29,8 @@ from features.embeddings import embed_texts, model_path
 from governance.schemas import INTENTS
 from governance.simulate import preset, simulate
 from serving.onnx_models import OnnxEncoder, OnnxIntent
-from training.intent import IntentTrainArgs, encode_labels, split_queries, train
+from training.intent import IntentTrainArgs, train
+from training.intent_data import encode_labels, split_queries
 from training.metrics import macro_f1
 
 

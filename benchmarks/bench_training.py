@@ -13,7 +13,7 @@ import time
 
 from tests.training_data import intent_queries, ranker_frame
 from training.common import minilm_path, seed_everything
-from training.intent import encode_labels, fit_sklearn
+from training.intent_data import encode_labels, fit_sklearn
 from training.intent_model import IntentLoss, IntentNet, load_encoder, tokenize
 from training.ranker_model import DCNv2, FeatureSpec, RankerConfig, RankerTrain
 

@@ -41,8 +41,9 @@ from governance.settings import get_settings
 from governance.simulate import SimConfig, simulate
 from tests.training_data import TINY_RANKER
 from training.bundles import RANKER_FEATURE_SERVICE, save_intent, save_ranker
-from training.intent import IntentTrainArgs, load_labelled
+from training.intent import IntentTrainArgs
 from training.intent import train as train_intent
+from training.intent_data import load_labelled
 from training.ranker import RankerTrainArgs
 from training.ranker import train as train_ranker
 from training.ranker_data import frame_from_feast

@@ -9,7 +9,8 @@ import pytest
 
 from governance.db import transaction
 from tests.training_data import intent_queries
-from training.intent import IntentTrainArgs, load_labelled, main, split_queries, train
+from training.intent import IntentTrainArgs, main, train
+from training.intent_data import load_labelled, split_queries
 
 pytestmark = pytest.mark.slow
 

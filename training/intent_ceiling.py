@@ -38,7 +38,7 @@ from governance.simulate.vocabulary import LEAVES
 from governance.simulate.writing import LABELLED_INTENT_P
 from training.cli import arg, parse_dataclass
 from training.common import run_dir, write_json
-from training.intent import encode_labels, fit_sklearn, load_csv, load_labelled, split_queries
+from training.intent_data import encode_labels, fit_sklearn, load_csv, load_labelled, split_queries
 from training.metrics import macro_f1
 
 
