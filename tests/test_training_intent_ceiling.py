@@ -39,3 +39,5 @@ def test_ambiguous_queries_are_where_tfidf_fails_and_the_bound_sits_above_it():
     assert report.tfidf_macro_f1 < report.bayes_macro_f1
     assert report.bayes_tfidf_unseen_macro_f1 <= report.bayes_macro_f1 + 1e-9
     assert report.target == report.tfidf_macro_f1 + args.margin
+    far = ic.CeilingReport(**{**vars(report), "target": report.bayes_macro_f1 + 0.01})
+    assert ic.where_target(far).startswith("above the text-only bound")
