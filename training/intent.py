@@ -29,7 +29,16 @@ from governance.settings import get_settings
 from training.bundles import INTENT_FEATURE_SERVICE, save_intent
 from training.cli import arg, parse_dataclass
 from training.common import autocast, minilm_path, pick_device, run_dir, seed_everything, tb_writer
-from training.intent_data import encode_labels, fit_sklearn, load_csv, load_labelled, split_queries
+from training.intent_data import (
+    SPLIT_SEED,
+    TEST_FRAC,
+    VAL_FRAC,
+    encode_labels,
+    fit_sklearn,
+    load_csv,
+    load_labelled,
+    split_queries,
+)
 from training.intent_model import (
     IGNORE,
     IntentLoss,
@@ -62,9 +71,9 @@ class IntentTrainArgs:
     eval_every: int = arg(0, "steps between validations; 0 = once per epoch")
     max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
     grad_clip: float = arg(1.0, "gradient norm clip")
-    val_frac: float = arg(0.15, "share of queries for validation (model selection)")
-    test_frac: float = arg(0.15, "share of queries for the test report")
-    seed: int = arg(0, "random seed")
+    val_frac: float = arg(VAL_FRAC, "share of queries for validation (model selection)")
+    test_frac: float = arg(TEST_FRAC, "share of queries for the test report")
+    seed: int = arg(SPLIT_SEED, "random seed")
     device: str = arg("auto", "auto, cpu, cuda or cuda:N")
     tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
     save_model: bool = arg(False, "put the validation winner in the BentoML model store")

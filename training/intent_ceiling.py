@@ -38,7 +38,16 @@ from governance.simulate.vocabulary import LEAVES
 from governance.simulate.writing import LABELLED_INTENT_P
 from training.cli import arg, parse_dataclass
 from training.common import run_dir, write_json
-from training.intent_data import encode_labels, fit_sklearn, load_csv, load_labelled, split_queries
+from training.intent_data import (
+    SPLIT_SEED,
+    TEST_FRAC,
+    VAL_FRAC,
+    encode_labels,
+    fit_sklearn,
+    load_csv,
+    load_labelled,
+    split_queries,
+)
 from training.metrics import macro_f1
 
 
@@ -47,9 +56,9 @@ class IntentCeilingArgs:
     csv: str | None = arg(None, "labelled queries CSV (query,intent[,category]); default: the DB")
     draws: int = arg(1_000_000, "queries drawn from the generator to estimate P(intent | text)")
     margin: float = arg(0.05, "the lead over TF-IDF the target asks of the intent job's winner")
-    val_frac: float = arg(0.15, "as training.intent: share of queries for validation")
-    test_frac: float = arg(0.15, "as training.intent: share of queries for the test report")
-    seed: int = arg(0, "as training.intent: the split's seed (and the draws')")
+    val_frac: float = arg(VAL_FRAC, "as training.intent: share of queries for validation")
+    test_frac: float = arg(TEST_FRAC, "as training.intent: share of queries for the test report")
+    seed: int = arg(SPLIT_SEED, "as training.intent: the split's seed (and the draws')")
     out_dir: str = arg("runs", "folder for the run's report")
 
 
@@ -114,11 +123,11 @@ def ceiling(df: pd.DataFrame, args: IntentCeilingArgs, progress: bool = True) ->
     bayes = [odds.bayes_label(k, y) for k, y in zip(keys, truth)]
     pools = np.array([odds.pool(k) for k in keys])
 
-    cats = sorted(df["category"].dropna().unique()) if "category" in df else []
-    y_i, y_c = encode_labels(train, labels, cats)
-    val_y = encode_labels(val, labels, cats)[0]
-    tfidf = fit_sklearn(train["query"].tolist(), y_i, y_c, "tfidf_lr", args.seed, val=(
-        val["query"].tolist(), val_y))["intent"]  # fmt: skip
+    # No categories given: every category is IGNORE, so only the intent head is fitted.
+    y_i, y_c = encode_labels(train, labels, [])
+    val_set = (val["query"].tolist(), encode_labels(val, labels, [])[0])
+    tfidf = fit_sklearn(train["query"].tolist(), y_i, y_c, "tfidf_lr", args.seed, val_set)
+    tfidf = tfidf["intent"]
     predicted = np.array([labels[i] for i in tfidf.predict(test["query"].tolist())])
     truth_arr = np.array(truth)
     by_pool = {

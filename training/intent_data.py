@@ -36,6 +36,10 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     return df[["query", "intent", "category", "source"]]
 
 
+# The split's defaults: the intent job and its ceiling must split the same way.
+VAL_FRAC, TEST_FRAC, SPLIT_SEED = 0.15, 0.15, 0
+
+
 def split_queries(df: pd.DataFrame, val_frac: float, test_frac: float, seed: int):
     """Split by distinct query text, stratified by intent where every class allows it,
     so the same query never sits on both sides."""
