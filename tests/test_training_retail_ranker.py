@@ -3,10 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from training import retail_ranker as rr
 from training.metrics import Interval
-from training.retail_features import FEATURES, CandidateSpec, build_window
+from training.retail_features import FEATURES, CandidateSpec, build_window, ease_scores
 
 
 def _purchases(seed=0, n_users=80, n_items=60, days=240):
@@ -87,8 +88,50 @@ def test_tiny_run_reports_both_methods_with_intervals(tmp_path):
         assert res[part][rr.BASELINE].ratio_to_baseline.mean == pytest.approx(1.0)
     assert res["ships"] == rr.choose_shipped(res["validation"])
     assert 0 < res["candidate_recall"]["test"] <= 1
-    assert res["refit_rounds"] >= res["best_iteration"]  # one more window, as many rounds or more
+    # One model per seed; each refit has one more window, so as many rounds or more.
+    assert len(res["best_iteration"]) == len(res["refit_rounds"]) == args.seeds
+    assert all(r >= b for r, b in zip(res["refit_rounds"], res["best_iteration"]))
     assert (res["folder"] / "report.json").exists()
+
+
+def test_input_order_and_cold_customers(tmp_path):
+    """The same purchases in another order are the same input (the database gives no order,
+    and LightGBM's bins follow float sums over rows); customers without history are ranked
+    by the baseline's popularity list."""
+    args = rr.RetailRankerArgs(
+        cutoff="2011-08-01", horizon_days=20, train_windows=2, n_co=10, n_pop=10, rounds=20,
+        seeds=2, n_boot=20, out_dir=str(tmp_path),
+    )  # fmt: skip
+    p = _purchases()
+    shuffled = rr.prepare(p.sample(frac=1.0, random_state=1))
+    pd.testing.assert_frame_equal(rr.prepare(p), shuffled)
+    a = rr.run(p, args, progress=False)
+    # Two customers who first buy after the cut-off get the baseline's list exactly.
+    late = p[p["user_id"].isin(["C0", "C1"])].assign(
+        user_id=lambda x: "new" + x["user_id"], event_ts=pd.Timestamp("2011-08-05", tz="UTC")
+    )
+    window = build_window(pd.concat([p, late]), pd.Timestamp(args.cutoff, tz="UTC"), args.spec())
+    rr._score(a["model"], window, cold_popularity=True)
+    cold = window.frame[window.frame["user_id"].str.startswith("new")]
+    assert len(cold) and (cold["is_own"] == 0).all()
+    assert (cold["model_score"] == cold["baseline_score"]).all()
+    assert a["cold_customers"]["test"] >= 0
+
+
+def test_ease_matches_its_closed_form():
+    """EASE scores are X B with B = I - P diag(1/diag(P)), P = (X'X + lam I)^-1 (Steck's
+    closed form of the zero-diagonal ridge regression); items beyond the cap score 0."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 8)) < 0.3).astype(float)
+    x[:, 7] = 0
+    x[0, 7] = 1  # item 7 has one buyer: the least bought
+    lam = 2.0
+    got = ease_scores(sparse.csr_matrix(x), np.arange(40), lam, max_items=8)
+    p = np.linalg.inv(x.T @ x + lam * np.eye(8))
+    b = np.eye(8) - p / np.diag(p)
+    assert np.allclose(got, x @ b, atol=1e-4)
+    capped = ease_scores(sparse.csr_matrix(x), np.arange(40), lam, max_items=7)
+    assert np.allclose(capped[:, 7], 0.0)
 
 
 def _score(mean):

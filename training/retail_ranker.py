@@ -10,11 +10,16 @@ Candidates per customer, generated from the history before a cut-off:
     own         every item the customer bought before
     co          the top --n-co items by item-item co-purchase with their history
     basket      the top --n-co items by co-purchase with their last invoice
+    ease        the top --n-ease items by EASE (a ridge regression of each item on the rest)
     popular     the top --n-pop items by recent distinct buyers
 Features per (customer, item), all computed from purchases before the cut (`features()`):
 own counts, quantities, recency and decayed repeat; co-purchase scores; item popularity,
 trend and repeat-buyer share; customer activity and tenure; each candidate's rank under the
 simple methods.
+
+The ranker is --seeds LightGBM models that differ only in their seed, averaged: one model's
+test ratio moves by a few percent with its seed (or the order the database returns rows in)
+alone. Customers with no purchase before a cut get the popularity list (--cold-popularity).
 
 Training data are earlier windows: labels are the purchases in [cut, cut + horizon) for cuts
 one, two, ... horizons before the validation cut. The validation window (the horizon just
@@ -62,6 +67,13 @@ class RetailRankerArgs:
     train_windows: int = field(
         default=6, metadata={"help": "earlier windows that make the training set"}
     )
+    stride_days: float | None = field(
+        default=None,
+        metadata={
+            "help": "days between training cuts (default: --horizon-days); shorter strides "
+            "give overlapping windows and more training lists"
+        },
+    )
     refit: bool = field(
         default=True,
         metadata={
@@ -73,17 +85,44 @@ class RetailRankerArgs:
     half_life_days: float = field(default=60.0, metadata={"help": "repeat-score half life"})
     n_co: int = field(default=50, metadata={"help": "co-purchase candidates per customer"})
     n_pop: int = field(default=50, metadata={"help": "popular candidates per customer"})
+    n_ease: int = field(default=50, metadata={"help": "EASE candidates per customer"})
+    ease_lambda: float = field(default=200.0, metadata={"help": "EASE's L2 penalty"})
+    ease_max_items: int = field(
+        default=5000,
+        metadata={"help": "EASE covers the most-bought items up to this many (memory: its square)"},
+    )
+    cold_popularity: bool = field(
+        default=True,
+        metadata={
+            "help": "customers with no purchase before the cut get the popularity list: the "
+            "ranker has no customer features for them and did not beat it there"
+        },
+    )
     k: int = field(default=20, metadata={"help": "Recall@k cut"})
     num_leaves: int = field(default=31, metadata={"help": "LightGBM leaves per tree"})
     learning_rate: float = field(default=0.05, metadata={"help": "LightGBM learning rate"})
     rounds: int = field(default=400, metadata={"help": "maximum boosting rounds"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for intervals"})
-    seed: int = field(default=0, metadata={"help": "LightGBM and bootstrap seed"})
+    seeds: int = field(
+        default=5,
+        metadata={
+            "help": "LightGBM models averaged, one per seed from --seed on: one model's "
+            "test ratio moves by a few percent with its seed alone"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "first LightGBM seed, and the bootstrap's"})
     out_dir: str = field(default="runs", metadata={"help": "where the run folder goes"})
 
     def spec(self) -> CandidateSpec:
         return CandidateSpec(
-            self.horizon_days, self.recent_days, self.half_life_days, self.n_co, self.n_pop
+            self.horizon_days,
+            self.recent_days,
+            self.half_life_days,
+            self.n_co,
+            self.n_pop,
+            self.n_ease,
+            self.ease_lambda,
+            self.ease_max_items,
         )
 
 
@@ -133,7 +172,7 @@ def _useful(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[pos > 0]
 
 
-def _params(args: RetailRankerArgs) -> dict:
+def _params(args: RetailRankerArgs, seed: int) -> dict:
     return {
         "objective": "lambdarank",
         "metric": "ndcg",
@@ -145,43 +184,75 @@ def _params(args: RetailRankerArgs) -> dict:
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
         "lambdarank_truncation_level": args.k * 2,
-        "seed": args.seed,
+        "seed": seed,
         "deterministic": True,
         "num_threads": 2,
         "verbose": -1,
     }
 
 
-def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs):
+@dataclass
+class RankerEnsemble:
+    """LightGBM rankers that differ only in their seed; the score is their mean. Bagging and
+    feature sampling make one model's test ratio move by a few percent with its seed, and
+    averaging them takes most of that out."""
+
+    boosters: list
+    rounds: list[int]
+
+    def predict(self, x: pd.DataFrame) -> np.ndarray:
+        return np.mean(
+            [b.predict(x, num_iteration=r) for b, r in zip(self.boosters, self.rounds)], 0
+        )
+
+    def gain(self) -> dict[str, float]:
+        total = np.sum([b.feature_importance(importance_type="gain") for b in self.boosters], 0)
+        return dict(zip(FEATURES, (total / len(self.boosters)).round(1).tolist()))
+
+
+def fit_ranker(train: pd.DataFrame, val: pd.DataFrame, args: RetailRankerArgs) -> RankerEnsemble:
+    """One early-stopped model per seed, each stopped on the validation window."""
     import lightgbm as lgb  # heavy import, only the training path needs it
 
     tr, va = _useful(train), _useful(val)
-    params = _params(args)
-    dtrain = lgb.Dataset(tr[FEATURES], tr["label"], group=_groups(tr))
+    dtrain = lgb.Dataset(tr[FEATURES], tr["label"], group=_groups(tr), free_raw_data=False)
     dval = lgb.Dataset(va[FEATURES], va["label"], group=_groups(va), reference=dtrain)
-    booster = lgb.train(
-        params,
-        dtrain,
-        num_boost_round=args.rounds,
-        valid_sets=[dval],
-        callbacks=[lgb.early_stopping(30, verbose=False)],
-    )
-    return booster
+    boosters = [
+        lgb.train(
+            _params(args, args.seed + n),
+            dtrain,
+            num_boost_round=args.rounds,
+            valid_sets=[dval],
+            callbacks=[lgb.early_stopping(30, verbose=False)],
+        )
+        for n in range(max(args.seeds, 1))
+    ]
+    return RankerEnsemble(boosters, [max(b.best_iteration, 1) for b in boosters])
 
 
-def refit_ranker(train: pd.DataFrame, val: pd.DataFrame, rounds: int, args: RetailRankerArgs):
-    """The same model on training + validation windows for a fixed number of rounds."""
+def refit_ranker(
+    train: pd.DataFrame, val: pd.DataFrame, rounds: list[int], args: RetailRankerArgs
+) -> RankerEnsemble:
+    """The same models on training + validation windows, each for its own number of rounds."""
     import lightgbm as lgb  # heavy import, only the training path needs it
 
     both = _useful(pd.concat([train, val.assign(user_id=val["user_id"].astype(str) + "@val")]))
-    data = lgb.Dataset(both[FEATURES], both["label"], group=_groups(both))
-    return lgb.train(_params(args), data, num_boost_round=max(rounds, 1))
+    data = lgb.Dataset(both[FEATURES], both["label"], group=_groups(both), free_raw_data=False)
+    rounds = [max(r, 1) for r in rounds]
+    boosters = [
+        lgb.train(_params(args, args.seed + n), data, num_boost_round=r)
+        for n, r in enumerate(rounds)
+    ]
+    return RankerEnsemble(boosters, rounds)
 
 
-def _score(booster, window: Window) -> None:
-    window.frame["model_score"] = booster.predict(
-        window.frame[FEATURES], num_iteration=booster.best_iteration or None
-    )
+def _score(model: RankerEnsemble, window: Window, cold_popularity: bool) -> None:
+    f = window.frame
+    f["model_score"] = model.predict(f[FEATURES])
+    if cold_popularity:
+        # Scores only order items within a customer, so the two scales never meet.
+        cold = f.groupby("user_id")["is_own"].transform("max") == 0
+        f["model_score"] = np.where(cold, f["baseline_score"], f["model_score"])
 
 
 def prepare(purchases: pd.DataFrame) -> pd.DataFrame:
@@ -190,6 +261,11 @@ def prepare(purchases: pd.DataFrame) -> pd.DataFrame:
     if "quantity" not in p:
         p["quantity"] = 1.0
     p["quantity"] = pd.to_numeric(p["quantity"], errors="coerce").fillna(1.0)
+    # The database returns rows in no fixed order, and float sums over them (and so LightGBM's
+    # bins) depend on it: one order makes the same command give the same model.
+    p = p.sort_values(
+        ["event_ts", "user_id", "item_id", "quantity"], kind="mergesort", ignore_index=True
+    )
     return p[p["quantity"] > 0]  # returns/cancellations are not purchases
 
 
@@ -203,7 +279,8 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
     )
     horizon = pd.Timedelta(days=args.horizon_days)
     val_cut = cutoff - horizon
-    cuts = [val_cut - horizon * (n + 1) for n in range(args.train_windows)]
+    stride = pd.Timedelta(days=args.stride_days or args.horizon_days)
+    cuts = [val_cut - horizon - stride * n for n in range(args.train_windows)]
     cuts = [c for c in cuts if (p["event_ts"] < c).any()]
     bar = tqdm(total=len(cuts) + 2, desc="retail windows", disable=not progress)
     windows = []
@@ -224,14 +301,15 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
         ],
         ignore_index=True,
     )
-    booster = fit_ranker(train, val.frame, args)
-    _score(booster, val)
-    best_iteration, refit_rounds = booster.best_iteration, None
+    model = fit_ranker(train, val.frame, args)
+    _score(model, val, args.cold_popularity)
+    best_iteration, refit_rounds = model.rounds, None
     if args.refit:
         # Rounds grow with the data: one more window on top of len(windows).
-        refit_rounds = round(best_iteration * (len(windows) + 1) / max(len(windows), 1))
-        booster = refit_ranker(train, val.frame, refit_rounds, args)
-    _score(booster, test)
+        grow = (len(windows) + 1) / max(len(windows), 1)
+        refit_rounds = [round(r * grow) for r in best_iteration]
+        model = refit_ranker(train, val.frame, refit_rounds, args)
+    _score(model, test, args.cold_popularity)
     methods = {
         "recent_popularity": "popularity_score",
         BASELINE: "baseline_score",
@@ -244,9 +322,7 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
         "val": _candidate_recall(val),
         "test": _candidate_recall(test),
     }
-    importance = dict(
-        zip(FEATURES, booster.feature_importance(importance_type="gain").round(1).tolist())
-    )
+    importance = model.gain()
     folder = run_dir(args.out_dir, "retail_ranker")
     body = {
         "kind": "retail_ranker",
@@ -263,10 +339,11 @@ def run(purchases: pd.DataFrame, args: RetailRankerArgs, progress: bool = True) 
         "feature_gain": importance,
         "rows": {"train": len(train), "val": len(val.frame), "test": len(test.frame)},
         "customers": {"val": len(val.truth), "test": len(test.truth)},
+        "cold_customers": {"val": _cold(val), "test": _cold(test)},
         "wall_seconds": time.time() - t0,
     }
     write_json(folder / "report.json", body)
-    return {**body, "folder": folder, "booster": booster}
+    return {**body, "folder": folder, "model": model}
 
 
 def choose_shipped(validation: dict[str, MethodScore]) -> str:
@@ -274,6 +351,11 @@ def choose_shipped(validation: dict[str, MethodScore]) -> str:
     if validation[MODEL].recall.mean > validation[BASELINE].recall.mean:
         return MODEL
     return BASELINE
+
+
+def _cold(window: Window) -> int:
+    """Customers with no purchase before the cut."""
+    return int((window.frame.groupby("user_id")["is_own"].max() == 0).sum())
 
 
 def _candidate_recall(window: Window) -> float:
