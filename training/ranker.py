@@ -23,11 +23,11 @@ Position is never a feature (serving ranks candidates before they have one). Wit
 examination effect in the logged clicks and is dropped at inference; it is off by default
 because on logged test clicks (which carry that effect) it measured lower AUC.
 Ship gate: logistic regression on the same dense and vector features is trained beside the
-DCN-v2 and the DCN ships only if its validation AUC beats the regression's (by more than
-`--min-gain`) with confidence: the 90% one-sided lower bound of the gain over 200 paired
-resamples of whole validation lists must clear it too, so a win within the noise of a small
-validation split ships the simpler model. Otherwise the regression ships, as a RankerBundle
-serving loads the same way.
+DCN-v2 (both fitted in training.ranker_fit) and the DCN ships only if its validation AUC
+beats the regression's (by more than `--min-gain`) with confidence: the 90% one-sided lower
+bound of the gain over 200 paired resamples of whole validation lists must clear it too, so a
+win within the noise of a small validation split ships the simpler model. Otherwise the
+regression ships, as a RankerBundle serving loads the same way.
 With `--truth` the report also gives the simulator's oracles: p_click (with the examination
 term of the slot) and p_click_position_free (without it, the ceiling of a ranker that never
 sees the slot), each model's AUC as a fraction of the latter, and paired list-bootstrap
@@ -54,13 +54,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from features.drift import profile
 from features.frames import read_frame, read_frame_info
-from training.bundles import RANKER_FEATURE_SERVICE, save_ranker
-from training.cli import arg, parse_dataclass
-from training.common import autocast, pick_device, run_dir, seed_everything, tb_writer
+from training.bundles import save_ranker
+from training.cli import parse_dataclass
+from training.common import pick_device, run_dir, seed_everything, tb_writer
+from training.ranker_args import RankerTrainArgs
 from training.ranker_data import (
     frame_from_feast,
     frame_lineage,
@@ -75,71 +75,14 @@ from training.ranker_eval import (
     popularity_scores,
     ship_gate,
 )
+from training.ranker_fit import DcnFit, RankerData, fit_dcn, fit_logreg
 from training.ranker_model import (
-    DCNv2,
     FeatureSpec,
-    LinearConfig,
-    LinearRanker,
     RankerBundle,
-    RankerConfig,
-    RankerTrain,
 )
 from training.report import plot_pr_curves, write_report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RankerTrainArgs:
-    frame: str | None = arg(None, "Parquet training frame to train on (from features.frames)")
-    feast: str | None = arg(
-        None,
-        "build the frame from Feast; optional repo path (default: feature_repo/)",
-        nargs="?",
-        const="",
-        metavar="REPO_PATH",
-    )
-    feature_service: str = arg(
-        RANKER_FEATURE_SERVICE, "Feast feature service: the model's train/serve contract"
-    )
-    start: str | None = arg(None, "label window start, ISO (default: first impression)")
-    end: str | None = arg(None, "label window end, ISO (default: last impression)")
-    list_sample: float = arg(1.0, "share of request lists kept, chosen by a hash of list_id")
-    # Absolute epoch seconds: under a time split every test value lies beyond the training
-    # range, so the net would extrapolate on them; their useful part (recency, item age) is
-    # already in seconds_since_last_activity and item_age_days.
-    exclude: str = arg(
-        "last_event_ts_s,item_listed_at_s", "comma list of frame columns not used as features"
-    )
-    position_bias: bool = arg(False, "learn a per-position logit offset, dropped at inference")
-    truth: str | None = arg(
-        None, "simulator truth impressions.parquet: adds the oracle AUCs to the report"
-    )
-    out_dir: str = arg("runs", "folder for the run's report, frame and TensorBoard logs")
-    buckets: int = arg(2**15, "hash buckets per sparse feature")
-    emb_dim: int = arg(16, "embedding width of each sparse feature")
-    cross_layers: int = arg(3, "DCN-v2 cross layers")
-    deep: str = arg("256,128", "comma list of the deep tower's layer widths")
-    dropout: float = arg(0.1, "dropout in the deep tower")
-    lr: float = arg(1e-3, "AdamW learning rate")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    batch_size: int = arg(512, "training batch size per process")
-    epochs: int = arg(10, "passes over the training split (early stopping may end sooner)")
-    patience: int = arg(2, "epochs without validation log-loss gain before stopping")
-    max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
-    val_frac: float = arg(0.15, "share of lists (by time) for validation")
-    test_frac: float = arg(0.15, "share of lists (latest) for the test report")
-    seed: int = arg(0, "random seed")
-    device: str = arg("auto", "auto, cpu, cuda or cuda:N")
-    tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
-    save_model: bool = arg(False, "put the ranker in the BentoML model store")
-    min_gain: float = arg(
-        0.0,
-        "the DCN-v2 ships only if its validation AUC beats logistic regression's by more "
-        "than this, also at the 90% lower bound over resampled validation lists; otherwise "
-        "the regression ships (the same RankerBundle)",
-    )
-    n_boot: int = arg(200, "list-bootstrap resamples of the test intervals (0: none)")
 
 
 # ---------------------------------------------------------------- data
@@ -210,31 +153,6 @@ def _init_dist(device: torch.device) -> bool:
 
 
 # ---------------------------------------------------------------- steps
-
-
-@dataclass
-class RankerData:
-    """The frame split by time, the feature spec fitted on the training split, the encoded
-    tensors of each split and the lineage the report and the model store keep."""
-
-    splits: dict[str, pd.DataFrame]
-    spec: FeatureSpec
-    encoded: dict[str, dict[str, torch.Tensor]]
-    lineage: dict
-    has_position: bool
-    data_seconds: float
-
-
-@dataclass
-class DcnFit:
-    """The DCN-v2 at its best validation log loss, with its training curve."""
-
-    model: DCNv2
-    history: list[dict]
-    best_val_logloss: float
-    samples_per_s: float
-    train_seconds: float
-    position_bias: list[float] | None  # learned logit offsets of positions 0..9, if any
 
 
 @dataclass
@@ -342,133 +260,6 @@ def encode_in_chunks(
         for k, v in part.items():
             out[k][start : start + len(v)] = v
     return out
-
-
-def dcn_config(args: RankerTrainArgs, spec: FeatureSpec) -> RankerConfig:
-    return RankerConfig(
-        n_sparse=len(spec.sparse),
-        n_dense=spec.dense_width,
-        vector_dim=sum(spec.vectors.values()),
-        buckets=args.buckets,
-        emb_dim=args.emb_dim,
-        cross_layers=args.cross_layers,
-        deep=tuple(int(x) for x in args.deep.split(",") if x),
-        dropout=args.dropout,
-    )
-
-
-@torch.no_grad()
-def _val_loss(train_mod: RankerTrain, enc, device, batch_size: int = 8192) -> float:
-    train_mod.eval()
-    total, n = 0.0, len(enc["label"])
-    for i in range(0, n, batch_size):
-        b = {k: v[i : i + batch_size].to(device) for k, v in enc.items()}
-        with autocast(device):
-            loss, _ = train_mod(b)
-        total += float(loss) * len(b["label"])
-    return total / max(n, 1)
-
-
-def _epoch_order(n: int, seed: int, rank: int, world: int) -> torch.Tensor:
-    """Same permutation on every rank, padded by wrapping so all ranks take equal steps (an
-    uneven last step would leave one rank waiting in all-reduce forever); this rank's share."""
-    per_rank = int(np.ceil(n / world))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([perm, perm[: per_rank * world - n]])[rank::world]
-
-
-def fit_dcn(
-    args: RankerTrainArgs,
-    data: RankerData,
-    device: torch.device,
-    dist_ctx: tuple[int, int, bool],
-    writer=None,
-) -> DcnFit:
-    """AdamW on binary cross-entropy, early stopping on validation log loss; the weights of
-    the best epoch are kept. Under DDP every rank takes the same number of steps."""
-    rank, world, distributed = dist_ctx
-    model = DCNv2(dcn_config(args, data.spec)).to(device)  # same seed on every rank
-    train_mod = RankerTrain(model, position_bias=args.position_bias and data.has_position)
-    ddp = (
-        torch.nn.parallel.DistributedDataParallel(
-            train_mod, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        if distributed
-        else train_mod
-    )
-    opt = torch.optim.AdamW(train_mod.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    enc = data.encoded["train"]
-    n = len(data.splits["train"])
-    steps_per_epoch = max(1, int(np.ceil(int(np.ceil(n / world)) / args.batch_size)))
-    best, best_state, bad, step, history, seen, seconds = float("inf"), None, 0, 0, [], 0, 0.0
-    for epoch in range(args.epochs):
-        order = _epoch_order(n, args.seed + epoch, rank, world)
-        ddp.train()
-        s = time.time()
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"ranker epoch {epoch}",
-            leave=False,
-            disable=rank != 0 or bool(os.environ.get("TQDM_DISABLE")),
-        )
-        for i in bar:
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            batch = {k: v[idx].to(device) for k, v in enc.items()}
-            with autocast(device):
-                loss, _ = ddp(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            seen += len(idx) * world
-            if writer:
-                writer.add_scalar("train/loss", loss.item(), step)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if args.max_steps and step >= args.max_steps:
-                break
-        seconds += time.time() - s
-        val = _val_loss(train_mod, data.encoded["val"], device)
-        history.append({"epoch": epoch, "val_logloss": val, "train_loss": loss.item()})
-        if writer:
-            writer.add_scalar("val/logloss", val, epoch)
-        if val < best - 1e-6:
-            best, bad = val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-        stop = torch.tensor(
-            [int(bad >= args.patience or bool(args.max_steps and step >= args.max_steps))]
-        )
-        if distributed:
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item():
-            break
-    if best_state is not None:  # a NaN validation loss never improves: keep the last weights
-        model.load_state_dict(best_state)
-    pos_bias = (
-        train_mod.position_bias.weight.detach().squeeze(-1)[1:11].tolist()
-        if train_mod.position_bias is not None
-        else None
-    )
-    return DcnFit(model.cpu().eval(), history, best, seen / max(seconds, 1e-9), seconds, pos_bias)
-
-
-def fit_logreg(spec: FeatureSpec, train_enc: dict[str, torch.Tensor], seed: int) -> RankerBundle:
-    """Logistic regression on the same dense and vector features as the DCN (ids left out:
-    one-hot of hashed ids is what the embeddings are for), as a servable RankerBundle."""
-    # scikit-learn is heavy to import: only the jobs that fit it pay for it.
-    from sklearn.linear_model import LogisticRegression
-
-    x = torch.cat([train_enc["dense"], train_enc["vectors"]], 1).numpy()
-    y = train_enc["label"].numpy()
-    cfg = LinearConfig(spec.dense_width, sum(spec.vectors.values()))
-    if x.shape[1] == 0 or len(np.unique(y)) < 2:
-        p = float(np.clip(y.mean() if len(y) else 0.5, 1e-6, 1 - 1e-6))
-        model = LinearRanker.from_coefficients(cfg, np.zeros(x.shape[1]), np.log(p / (1 - p)))
-    else:
-        lr = LogisticRegression(max_iter=1000, random_state=seed).fit(x, y)
-        model = LinearRanker.from_coefficients(cfg, lr.coef_[0], lr.intercept_[0])
-    return RankerBundle(model, spec)
 
 
 def load_truth(args: RankerTrainArgs, truth: pd.DataFrame | None) -> pd.DataFrame | None:
