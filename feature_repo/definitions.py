@@ -93,120 +93,41 @@ def _source(table: str):
     )
 
 
+# One Field a line, name, type and description together, as Feast's templates write them:
+# the formatter would fold the long ones over three lines each.
+# fmt: off
 # ---------------------------------------------------------------- batch feature views
 user_stats = FeatureView(
     name="user_stats",
     entities=[user],
     ttl=timedelta(days=30),
     schema=[
-        Field(
-            name="impressions_1h", dtype=Int64, description="Items shown to the user in [T-1h, T)."
-        ),
+        Field(name="impressions_1h", dtype=Int64, description="Items shown to the user in [T-1h, T)."),
         Field(name="clicks_1h", dtype=Int64, description="Clicks by the user in [T-1h, T)."),
-        Field(
-            name="ctr_1h",
-            dtype=Float64,
-            description="clicks_1h / impressions_1h (0 when no impression).",
-        ),
-        Field(
-            name="impressions_1d", dtype=Int64, description="Items shown to the user in [T-1d, T)."
-        ),
+        Field(name="ctr_1h", dtype=Float64, description="clicks_1h / impressions_1h (0 when no impression)."),
+        Field(name="impressions_1d", dtype=Int64, description="Items shown to the user in [T-1d, T)."),
         Field(name="clicks_1d", dtype=Int64, description="Clicks by the user in [T-1d, T)."),
-        Field(
-            name="ctr_1d",
-            dtype=Float64,
-            description="clicks_1d / impressions_1d (0 when no impression).",
-        ),
-        Field(
-            name="impressions_7d", dtype=Int64, description="Items shown to the user in [T-7d, T)."
-        ),
+        Field(name="ctr_1d", dtype=Float64, description="clicks_1d / impressions_1d (0 when no impression)."),
+        Field(name="impressions_7d", dtype=Int64, description="Items shown to the user in [T-7d, T)."),
         Field(name="clicks_7d", dtype=Int64, description="Clicks by the user in [T-7d, T)."),
-        Field(
-            name="ctr_7d",
-            dtype=Float64,
-            description="clicks_7d / impressions_7d (0 when no impression).",
-        ),
-        Field(
-            name="impressions_30d",
-            dtype=Int64,
-            description="Items shown to the user in [T-30d, T).",
-        ),
+        Field(name="ctr_7d", dtype=Float64, description="clicks_7d / impressions_7d (0 when no impression)."),
+        Field(name="impressions_30d", dtype=Int64, description="Items shown to the user in [T-30d, T)."),
         Field(name="clicks_30d", dtype=Int64, description="Clicks by the user in [T-30d, T)."),
-        Field(
-            name="ctr_30d",
-            dtype=Float64,
-            description="clicks_30d / impressions_30d (0 when no impression).",
-        ),
-        Field(
-            name="purchases_30d",
-            dtype=Int64,
-            description="Purchase events by the user in [T-30d, T).",
-        ),
-        Field(
-            name="units_30d",
-            dtype=Int64,
-            description="Units bought by the user in [T-30d, T) (quantity, 1 when missing).",
-        ),
-        Field(
-            name="spend_30d",
-            dtype=Float64,
-            description="Money spent by the user in [T-30d, T): sum of quantity * unit price.",
-        ),
-        Field(
-            name="avg_price_paid_30d",
-            dtype=Float64,
-            description="spend_30d / units_30d: average unit price paid (null: no purchase).",
-        ),
-        Field(
-            name="last_event_ts_s",
-            dtype=Int64,
-            description="Unix seconds (UTC) of the user's last clean event before T.",
-        ),
-        Field(
-            name="top_category_1",
-            dtype=String,
-            description="Category with most of the user's interactions in [T-30d, T).",
-        ),
-        Field(
-            name="top_category_1_share",
-            dtype=Float64,
-            description="Share of the user's 30-day interactions in top_category_1.",
-        ),
-        Field(
-            name="top_category_2",
-            dtype=String,
-            description="Second category by the user's interactions in [T-30d, T).",
-        ),
-        Field(
-            name="top_category_2_share",
-            dtype=Float64,
-            description="Share of the user's 30-day interactions in top_category_2.",
-        ),
-        Field(
-            name="top_category_3",
-            dtype=String,
-            description="Third category by the user's interactions in [T-30d, T).",
-        ),
-        Field(
-            name="top_category_3_share",
-            dtype=Float64,
-            description="Share of the user's 30-day interactions in top_category_3.",
-        ),
-        Field(
-            name="most_active_hour",
-            dtype=Int64,
-            description="UTC hour of day (0-23) with most of the user's events in [T-30d, T).",
-        ),
-        Field(
-            name="active_hour_share",
-            dtype=Float64,
-            description="Share of the user's 30-day events in most_active_hour.",
-        ),
-        Field(
-            name="active_hours_count",
-            dtype=Int64,
-            description="Distinct UTC hours of day the user was active in [T-30d, T).",
-        ),
+        Field(name="ctr_30d", dtype=Float64, description="clicks_30d / impressions_30d (0 when no impression)."),
+        Field(name="purchases_30d", dtype=Int64, description="Purchase events by the user in [T-30d, T)."),
+        Field(name="units_30d", dtype=Int64, description="Units bought by the user in [T-30d, T) (quantity, 1 when missing)."),
+        Field(name="spend_30d", dtype=Float64, description="Money spent by the user in [T-30d, T): sum of quantity * unit price."),
+        Field(name="avg_price_paid_30d", dtype=Float64, description="spend_30d / units_30d: average unit price paid (null: no purchase)."),
+        Field(name="last_event_ts_s", dtype=Int64, description="Unix seconds (UTC) of the user's last clean event before T."),
+        Field(name="top_category_1", dtype=String, description="Category with most of the user's interactions in [T-30d, T)."),
+        Field(name="top_category_1_share", dtype=Float64, description="Share of the user's 30-day interactions in top_category_1."),
+        Field(name="top_category_2", dtype=String, description="Second category by the user's interactions in [T-30d, T)."),
+        Field(name="top_category_2_share", dtype=Float64, description="Share of the user's 30-day interactions in top_category_2."),
+        Field(name="top_category_3", dtype=String, description="Third category by the user's interactions in [T-30d, T)."),
+        Field(name="top_category_3_share", dtype=Float64, description="Share of the user's 30-day interactions in top_category_3."),
+        Field(name="most_active_hour", dtype=Int64, description="UTC hour of day (0-23) with most of the user's events in [T-30d, T)."),
+        Field(name="active_hour_share", dtype=Float64, description="Share of the user's 30-day events in most_active_hour."),
+        Field(name="active_hours_count", dtype=Int64, description="Distinct UTC hours of day the user was active in [T-30d, T)."),
     ],
     source=_source("user_features"),
     owner=FEATURES_OWNER,
@@ -220,69 +141,21 @@ item_stats = FeatureView(
     entities=[item],
     ttl=timedelta(days=30),
     schema=[
-        Field(
-            name="item_category",
-            dtype=String,
-            description="Leaf category of the item (current catalogue row).",
-        ),
-        Field(
-            name="item_impressions_7d",
-            dtype=Int64,
-            description="Times the item was shown in [T-7d, T).",
-        ),
+        Field(name="item_category", dtype=String, description="Leaf category of the item (current catalogue row)."),
+        Field(name="item_impressions_7d", dtype=Int64, description="Times the item was shown in [T-7d, T)."),
         Field(name="item_clicks_7d", dtype=Int64, description="Clicks on the item in [T-7d, T)."),
-        Field(
-            name="item_ctr_smoothed_7d",
-            dtype=Float64,
-            description="7-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k).",
-        ),
-        Field(
-            name="item_impressions_30d",
-            dtype=Int64,
-            description="Times the item was shown in [T-30d, T).",
-        ),
+        Field(name="item_ctr_smoothed_7d", dtype=Float64, description="7-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k)."),
+        Field(name="item_impressions_30d", dtype=Int64, description="Times the item was shown in [T-30d, T)."),
         Field(name="item_clicks_30d", dtype=Int64, description="Clicks on the item in [T-30d, T)."),
-        Field(
-            name="item_ctr_smoothed_30d",
-            dtype=Float64,
-            description="30-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k).",
-        ),
-        Field(
-            name="item_add_to_cart_rate_30d",
-            dtype=Float64,
-            description="Add-to-carts / (clicks + views) on the item in [T-30d, T).",
-        ),
-        Field(
-            name="item_conversion_rate_30d",
-            dtype=Float64,
-            description="Purchases / (clicks + views) of the item in [T-30d, T).",
-        ),
-        Field(
-            name="item_purchases_30d",
-            dtype=Int64,
-            description="Purchase events of the item in [T-30d, T).",
-        ),
-        Field(
-            name="item_popularity_trend",
-            dtype=Float64,
-            description="Daily interactions over 7 days / over 30 days (>1: rising).",
-        ),
+        Field(name="item_ctr_smoothed_30d", dtype=Float64, description="30-day CTR shrunk to the prior: (clicks + prior * k) / (impressions + k)."),
+        Field(name="item_add_to_cart_rate_30d", dtype=Float64, description="Add-to-carts / (clicks + views) on the item in [T-30d, T)."),
+        Field(name="item_conversion_rate_30d", dtype=Float64, description="Purchases / (clicks + views) of the item in [T-30d, T)."),
+        Field(name="item_purchases_30d", dtype=Int64, description="Purchase events of the item in [T-30d, T)."),
+        Field(name="item_popularity_trend", dtype=Float64, description="Daily interactions over 7 days / over 30 days (>1: rising)."),
         Field(name="item_price", dtype=Float64, description="Current unit price of the item."),
-        Field(
-            name="item_price_rel_category",
-            dtype=Float64,
-            description="item_price / median price of the item's category.",
-        ),
-        Field(
-            name="item_listed_at_s",
-            dtype=Int64,
-            description="Unix seconds (UTC) when the item was listed.",
-        ),
-        Field(
-            name="item_age_days",
-            dtype=Float64,
-            description="Days from listing to T (0 when listed later).",
-        ),
+        Field(name="item_price_rel_category", dtype=Float64, description="item_price / median price of the item's category."),
+        Field(name="item_listed_at_s", dtype=Int64, description="Unix seconds (UTC) when the item was listed."),
+        Field(name="item_age_days", dtype=Float64, description="Days from listing to T (0 when listed later)."),
     ],
     source=_source("item_features"),
     owner=FEATURES_OWNER,
@@ -296,36 +169,12 @@ category_stats = FeatureView(
     entities=[category],
     ttl=timedelta(days=30),
     schema=[
-        Field(
-            name="cat_impressions_30d",
-            dtype=Int64,
-            description="Impressions of the category's items in [T-30d, T).",
-        ),
-        Field(
-            name="cat_clicks_30d",
-            dtype=Int64,
-            description="Clicks on the category's items in [T-30d, T).",
-        ),
-        Field(
-            name="cat_ctr_smoothed_30d",
-            dtype=Float64,
-            description="30-day category CTR shrunk to the prior, as item_ctr_smoothed_30d.",
-        ),
-        Field(
-            name="cat_purchases_30d",
-            dtype=Int64,
-            description="Purchase events of the category's items in [T-30d, T).",
-        ),
-        Field(
-            name="cat_n_items",
-            dtype=Int64,
-            description="Items in the category in the current catalogue.",
-        ),
-        Field(
-            name="cat_median_price",
-            dtype=Float64,
-            description="Median current price of the category's items.",
-        ),
+        Field(name="cat_impressions_30d", dtype=Int64, description="Impressions of the category's items in [T-30d, T)."),
+        Field(name="cat_clicks_30d", dtype=Int64, description="Clicks on the category's items in [T-30d, T)."),
+        Field(name="cat_ctr_smoothed_30d", dtype=Float64, description="30-day category CTR shrunk to the prior, as item_ctr_smoothed_30d."),
+        Field(name="cat_purchases_30d", dtype=Int64, description="Purchase events of the category's items in [T-30d, T)."),
+        Field(name="cat_n_items", dtype=Int64, description="Items in the category in the current catalogue."),
+        Field(name="cat_median_price", dtype=Float64, description="Median current price of the category's items."),
     ],
     source=_source("category_features"),
     owner=FEATURES_OWNER,
@@ -339,26 +188,10 @@ user_category_affinity = FeatureView(
     entities=[user, category],
     ttl=timedelta(days=30),
     schema=[
-        Field(
-            name="uc_interactions_30d",
-            dtype=Int64,
-            description="User's views, clicks, carts and purchases in the category in [T-30d, T).",
-        ),
-        Field(
-            name="uc_clicks_30d",
-            dtype=Int64,
-            description="User's clicks in the category in [T-30d, T).",
-        ),
-        Field(
-            name="uc_purchases_30d",
-            dtype=Int64,
-            description="User's purchases in the category in [T-30d, T).",
-        ),
-        Field(
-            name="uc_affinity_30d",
-            dtype=Float64,
-            description="uc_interactions_30d / all the user's interactions in [T-30d, T).",
-        ),
+        Field(name="uc_interactions_30d", dtype=Int64, description="User's views, clicks, carts and purchases in the category in [T-30d, T)."),
+        Field(name="uc_clicks_30d", dtype=Int64, description="User's clicks in the category in [T-30d, T)."),
+        Field(name="uc_purchases_30d", dtype=Int64, description="User's purchases in the category in [T-30d, T)."),
+        Field(name="uc_affinity_30d", dtype=Float64, description="uc_interactions_30d / all the user's interactions in [T-30d, T)."),
     ],
     source=_source("user_category_features"),
     owner=FEATURES_OWNER,
@@ -372,52 +205,16 @@ query_stats = FeatureView(
     entities=[query],
     ttl=timedelta(days=90),
     schema=[
-        Field(
-            name="searches_30d",
-            dtype=Int64,
-            description="Searches for the query in [T-30d, T) (rows only for >= min searches).",
-        ),
-        Field(
-            name="query_clicks_30d",
-            dtype=Int64,
-            description="Clicks on items from the query's results in [T-30d, T).",
-        ),
+        Field(name="searches_30d", dtype=Int64, description="Searches for the query in [T-30d, T) (rows only for >= min searches)."),
+        Field(name="query_clicks_30d", dtype=Int64, description="Clicks on items from the query's results in [T-30d, T)."),
         Field(name="query_ctr_30d", dtype=Float64, description="query_clicks_30d / searches_30d."),
-        Field(
-            name="n_clicked_categories",
-            dtype=Int64,
-            description="Distinct categories clicked from the query's results in [T-30d, T).",
-        ),
-        Field(
-            name="q_top_category_1",
-            dtype=String,
-            description="Category most clicked from the query's results in [T-30d, T).",
-        ),
-        Field(
-            name="q_top_category_1_share",
-            dtype=Float64,
-            description="Share of the query's 30-day clicks in q_top_category_1.",
-        ),
-        Field(
-            name="q_top_category_2",
-            dtype=String,
-            description="Second category by clicks from the query's results in [T-30d, T).",
-        ),
-        Field(
-            name="q_top_category_2_share",
-            dtype=Float64,
-            description="Share of the query's 30-day clicks in q_top_category_2.",
-        ),
-        Field(
-            name="labelled_intent",
-            dtype=String,
-            description="Most frequent human label of the query's intent (null: unlabelled).",
-        ),
-        Field(
-            name="labelled_category",
-            dtype=String,
-            description="Category labelled with that intent (null: unlabelled or none).",
-        ),
+        Field(name="n_clicked_categories", dtype=Int64, description="Distinct categories clicked from the query's results in [T-30d, T)."),
+        Field(name="q_top_category_1", dtype=String, description="Category most clicked from the query's results in [T-30d, T)."),
+        Field(name="q_top_category_1_share", dtype=Float64, description="Share of the query's 30-day clicks in q_top_category_1."),
+        Field(name="q_top_category_2", dtype=String, description="Second category by clicks from the query's results in [T-30d, T)."),
+        Field(name="q_top_category_2_share", dtype=Float64, description="Share of the query's 30-day clicks in q_top_category_2."),
+        Field(name="labelled_intent", dtype=String, description="Most frequent human label of the query's intent (null: unlabelled)."),
+        Field(name="labelled_category", dtype=String, description="Category labelled with that intent (null: unlabelled or none)."),
     ],
     source=_source("query_features"),
     owner=FEATURES_OWNER,
@@ -431,11 +228,7 @@ item_title_embedding = FeatureView(
     entities=[item],
     ttl=timedelta(0),  # never expires: valid until the title changes
     schema=[
-        Field(
-            name="title_embedding",
-            dtype=Array(Float32),
-            description="all-MiniLM-L6-v2 mean-pooled, L2-normalised title embedding (384 floats).",
-        )
+        Field(name="title_embedding", dtype=Array(Float32), description="all-MiniLM-L6-v2 mean-pooled, L2-normalised title embedding (384 floats).")
     ],
     source=_source("item_embeddings"),
     owner=FEATURES_OWNER,
@@ -449,11 +242,7 @@ user_recent_embedding = FeatureView(
     entities=[user],
     ttl=timedelta(days=30),
     schema=[
-        Field(
-            name="recent_items_embedding",
-            dtype=Array(Float32),
-            description="Mean title embedding of the user's last 20 viewed/clicked/carted items.",
-        )
+        Field(name="recent_items_embedding", dtype=Array(Float32), description="Mean title embedding of the user's last 20 viewed/clicked/carted items.")
     ],
     source=_source("user_embeddings"),
     owner=FEATURES_OWNER,
@@ -477,29 +266,13 @@ user_session = StreamFeatureView(
     entities=[user],
     ttl=timedelta(hours=2),
     schema=[
-        Field(
-            name="session_events",
-            dtype=Int64,
-            description="Clean non-impression events so far in the user's current session.",
-        ),
+        Field(name="session_events", dtype=Int64, description="Clean non-impression events so far in the user's current session."),
         Field(name="session_views", dtype=Int64, description="Views so far in the session."),
         Field(name="session_clicks", dtype=Int64, description="Clicks so far in the session."),
-        Field(
-            name="session_add_to_carts",
-            dtype=Int64,
-            description="Add-to-carts so far in the session.",
-        ),
+        Field(name="session_add_to_carts", dtype=Int64, description="Add-to-carts so far in the session."),
         Field(name="session_searches", dtype=Int64, description="Searches so far in the session."),
-        Field(
-            name="last_viewed_items",
-            dtype=String,
-            description="Session's last 5 viewed/clicked/carted items, newest first, '|'-joined.",
-        ),
-        Field(
-            name="last_viewed_categories",
-            dtype=String,
-            description="Categories of last_viewed_items, same order ('|'-joined, as the items).",
-        ),
+        Field(name="last_viewed_items", dtype=String, description="Session's last 5 viewed/clicked/carted items, newest first, '|'-joined."),
+        Field(name="last_viewed_categories", dtype=String, description="Categories of last_viewed_items, same order ('|'-joined, as the items)."),
     ],
     timestamp_field="event_timestamp",
     online=True,
@@ -516,11 +289,7 @@ user_session = StreamFeatureView(
 request_context = RequestSource(
     name="request_context",
     schema=[
-        Field(
-            name="request_ts_s",
-            dtype=Int64,
-            description="Unix seconds (UTC) of the request, or of the label in a training set.",
-        )
+        Field(name="request_ts_s", dtype=Int64, description="Unix seconds (UTC) of the request, or of the label in a training set.")
     ],
     description="Unix seconds (UTC) of the request, or of the label in a training set.",
     owner=FEATURES_OWNER,
@@ -529,11 +298,7 @@ request_context = RequestSource(
 query_request = RequestSource(
     name="query_request",
     schema=[
-        Field(
-            name="query_embedding",
-            dtype=Array(Float32),
-            description="MiniLM embedding of the request's query (384 floats).",
-        )
+        Field(name="query_embedding", dtype=Array(Float32), description="MiniLM embedding of the request's query (384 floats).")
     ],
     description="MiniLM embedding of the request's query (features.embeddings.embed_texts).",
     owner=FEATURES_OWNER,
@@ -731,6 +496,7 @@ def query_category_match(inputs: dict) -> dict:
     return {"query_category_share": share, "query_top_category_match": top}
 
 
+# fmt: on
 # ---------------------------------------------------------------- feature services
 # ranker_v1 needs entity rows with user_id, item_id, category (the item's leaf category),
 # event_timestamp and request_ts_s. Pinned features: changing this list is a new version.
