@@ -143,3 +143,29 @@ def test_ship_gate_refuses_a_ranker_that_loses_on_validation():
     assert rr.choose_shipped({rr.MODEL: _score(0.20), rr.BASELINE: _score(0.21)}) == rr.BASELINE
     assert rr.choose_shipped({rr.MODEL: _score(0.21), rr.BASELINE: _score(0.21)}) == rr.BASELINE
     assert rr.choose_shipped({rr.MODEL: _score(0.22), rr.BASELINE: _score(0.21)}) == rr.MODEL
+
+
+def test_neighbours_recent_purchases_reach_a_customer():
+    """A customer's nearest neighbour (the one who shares their items) passes on what it
+    bought lately; a stranger's purchases, and old ones, do not count."""
+    from training.retail_features import neighbour_recent_scores
+
+    cut = pd.Timestamp("2011-06-01", tz="UTC")
+    old, new = cut - pd.Timedelta(days=200), cut - pd.Timedelta(days=3)
+    rows = [
+        ("A", "i1", old), ("A", "i2", old),
+        ("B", "i1", old), ("B", "i2", old), ("B", "i3", new), ("B", "i5", old),
+        ("C", "i9", old), ("C", "i4", new),
+    ]  # fmt: skip
+    hist = pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts"])
+    users, items = pd.Index(["A", "B", "C"]), pd.Index(sorted(hist["item_id"].unique()))
+    x = sparse.csr_matrix(
+        (np.ones(len(hist)), (users.get_indexer(hist.user_id), items.get_indexer(hist.item_id))),
+        shape=(3, len(items)),
+    )
+    spec = CandidateSpec(neighbours=1, neighbour_days=30)
+    got = neighbour_recent_scores(hist, x, np.array([0]), users, items, cut, spec, chunk=1)[0]
+    score = dict(zip(items, got))
+    assert score["i3"] > 0  # B, A's neighbour, bought it last week
+    assert score["i4"] == 0 and score["i5"] == 0  # a stranger's item; the neighbour's old one
+    assert score["i3"] == pytest.approx(2 / (np.sqrt(2) * np.sqrt(4)))  # cosine of A and B

@@ -2,7 +2,8 @@
 
 Candidates per customer: every item they bought before, the top `n_co` items by item-item
 co-purchase with their decayed history and with their last purchase day, the top `n_ease` by
-EASE, and the top `n_pop` items by recent distinct buyers. Features per (customer, item) are
+EASE, the top `n_knn` bought lately by the customers most like them, and the top `n_pop` items
+by recent distinct buyers. Features per (customer, item) are
 listed in FEATURES; every one is computed from purchases strictly before the cut, so a
 window's labels (the purchases in the horizon after it) never leak into its features. The
 category features read an optional `category` column of the purchases; without it every item
@@ -28,6 +29,9 @@ class CandidateSpec:
     n_ease: int = 50
     ease_lambda: float = 200.0
     ease_max_items: int = 5000
+    n_knn: int = 50
+    neighbours: int = 50
+    neighbour_days: float = 30.0
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -86,6 +90,8 @@ FEATURES = [
     "rank_pop_in_category",
     "ease_score",
     "rank_ease",
+    "neighbour_recent",
+    "rank_neighbour",
 ]
 
 
@@ -140,6 +146,46 @@ def ease_scores(
     return out
 
 
+def neighbour_recent_scores(
+    hist: pd.DataFrame,
+    decayed: sparse.csr_matrix,
+    rows: np.ndarray,
+    users: pd.Index,
+    items: pd.Index,
+    cut,
+    spec: CandidateSpec,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """What the customers most like each target customer bought lately: the cosine of their
+    item sets over the whole history, kept for the `neighbours` nearest, weighs who bought
+    each item in the last `neighbour_days`. Shops like one another restock the same new
+    (seasonal) lines, which neither their own history nor item-item similarity has yet."""
+    x = decayed.copy()
+    x.data[:] = 1.0
+    norms = np.sqrt(np.asarray(x.sum(1)).ravel()) + 1e-9
+    xn = (sparse.diags(1 / norms) @ x).tocsr()
+    recent = hist[hist["event_ts"] >= cut - pd.Timedelta(days=spec.neighbour_days)]
+    bought = sparse.csr_matrix(
+        (
+            np.ones(len(recent), np.float32),
+            (users.get_indexer(recent["user_id"]), items.get_indexer(recent["item_id"])),
+        ),
+        shape=(len(users), len(items)),
+    )
+    bought.data[:] = 1.0
+    out = np.zeros((len(rows), len(items)), dtype=np.float32)
+    k = min(spec.neighbours, len(users) - 1)
+    for start in range(0, len(rows), chunk):  # similarities of a chunk of customers at a time
+        part = rows[start : start + chunk]
+        sim = np.asarray((xn[part] @ xn.T).todense(), dtype=np.float32)
+        sim[np.arange(len(part)), part] = 0.0
+        if k > 0:
+            kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1 : k]
+            sim[sim < kth] = 0.0
+        out[start : start + len(part)] = (bought.T @ sim.T).T
+    return out
+
+
 def _top_columns(dense: np.ndarray, n: int) -> np.ndarray:
     n = min(n, dense.shape[1])
     return np.argpartition(-dense, n - 1, axis=1)[:, :n]
@@ -168,6 +214,7 @@ def build_window(
     co = np.asarray((decayed[rows] @ sim).todense(), dtype=np.float32)
     bk = np.asarray((basket[rows] @ sim).todense(), dtype=np.float32)
     ease = ease_scores(decayed, rows, args.ease_lambda, args.ease_max_items)
+    near = neighbour_recent_scores(hist, decayed, rows, all_users, items, cut, args)
 
     # Item features.
     item = pd.DataFrame(index=items)
@@ -198,7 +245,8 @@ def build_window(
             }
         )
     ]
-    for dense, n in ((co, args.n_co), (bk, args.n_co), (ease, args.n_ease)):
+    sources = ((co, args.n_co), (bk, args.n_co), (ease, args.n_ease), (near, args.n_knn))
+    for dense, n in sources:
         if n <= 0:
             continue
         top = _top_columns(dense, n)
@@ -268,6 +316,7 @@ def build_window(
     frame["co_score"] = co[r, c]
     frame["basket_score"] = bk[r, c]
     frame["ease_score"] = ease[r, c]
+    frame["neighbour_recent"] = near[r, c]
     co_max = co.max(axis=1)
     bk_max = bk.max(axis=1)
     frame["co_norm"] = np.divide(
@@ -292,6 +341,7 @@ def build_window(
     frame["rank_co"] = _rank_in_group(frame, "co_score")
     frame["rank_pop"] = _rank_in_group(frame, "pop_recent")
     frame["rank_ease"] = _rank_in_group(frame, "ease_score")
+    frame["rank_neighbour"] = _rank_in_group(frame, "neighbour_recent")
     frame["label"] = [
         float(i in truth.get(u, ())) for u, i in zip(frame["user_id"], frame["item_id"])
     ]

@@ -11,6 +11,8 @@ Candidates per customer, generated from the history before a cut-off:
     co          the top --n-co items by item-item co-purchase with their history
     basket      the top --n-co items by co-purchase with their last invoice
     ease        the top --n-ease items by EASE (a ridge regression of each item on the rest)
+    neighbours  the top --n-knn items bought in the last --neighbour-days by the --neighbours
+                customers whose purchases are most like theirs
     popular     the top --n-pop items by recent distinct buyers
 Features per (customer, item), all computed from purchases before the cut (`features()`):
 own counts, quantities, recency and decayed repeat; co-purchase scores; item popularity,
@@ -91,6 +93,13 @@ class RetailRankerArgs:
         default=5000,
         metadata={"help": "EASE covers the most-bought items up to this many (memory: its square)"},
     )
+    n_knn: int = field(
+        default=50, metadata={"help": "candidates bought lately by the most similar customers"}
+    )
+    neighbours: int = field(default=50, metadata={"help": "similar customers per customer"})
+    neighbour_days: float = field(
+        default=30.0, metadata={"help": "how far back the neighbours' purchases count"}
+    )
     cold_popularity: bool = field(
         default=True,
         metadata={
@@ -123,6 +132,9 @@ class RetailRankerArgs:
             self.n_ease,
             self.ease_lambda,
             self.ease_max_items,
+            self.n_knn,
+            self.neighbours,
+            self.neighbour_days,
         )
 
 
