@@ -96,8 +96,8 @@ FEATURES = [
 
 
 def _co_matrices(hist: pd.DataFrame, items: pd.Index, users: pd.Index, cut, half_life):
-    """Item-item cosine of customer-level co-purchase, and per-user scores against the whole
-    decayed history and against the last invoice day."""
+    """Who bought what (decayed, and 0/1), the item-item cosine of customer-level
+    co-purchase, and the customers' last invoice day."""
     u = users.get_indexer(hist["user_id"])
     i = items.get_indexer(hist["item_id"])
     age = _days(cut - hist["event_ts"])
@@ -119,19 +119,18 @@ def _co_matrices(hist: pd.DataFrame, items: pd.Index, users: pd.Index, cut, half
         shape=shape,
     )
     basket.data[:] = 1.0
-    return decayed, sim, basket
+    return decayed, bought, sim, basket
 
 
 def ease_scores(
-    decayed: sparse.csr_matrix, rows: np.ndarray, lam: float, max_items: int
+    bought: sparse.csr_matrix, rows: np.ndarray, lam: float, max_items: int
 ) -> np.ndarray:
     """EASE (Steck, WWW 2019): each item regressed on all others over who bought what, with an
     L2 penalty `lam` and a zero diagonal; closed form B = -P / diag(P), P = (X'X + lam I)^-1.
     Unlike the cosine above it discounts items that co-occur only because both are popular.
     The inverse is dense, so it covers the `max_items` most-bought items (memory grows with
     its square: two float64 matrices of 5,000 items take 400 MB); the rest score 0."""
-    x = decayed.copy()
-    x.data[:] = 1.0
+    x = bought
     buyers = np.asarray(x.sum(0)).ravel()
     keep = np.sort(np.argsort(-buyers, kind="mergesort")[:max_items])
     xk = x[:, keep]
@@ -148,7 +147,7 @@ def ease_scores(
 
 def neighbour_recent_scores(
     hist: pd.DataFrame,
-    decayed: sparse.csr_matrix,
+    bought: sparse.csr_matrix,
     rows: np.ndarray,
     users: pd.Index,
     items: pd.Index,
@@ -160,19 +159,17 @@ def neighbour_recent_scores(
     item sets over the whole history, kept for the `neighbours` nearest, weighs who bought
     each item in the last `neighbour_days`. Shops like one another restock the same new
     (seasonal) lines, which neither their own history nor item-item similarity has yet."""
-    x = decayed.copy()
-    x.data[:] = 1.0
-    norms = np.sqrt(np.asarray(x.sum(1)).ravel()) + 1e-9
-    xn = (sparse.diags(1 / norms) @ x).tocsr()
+    norms = np.sqrt(np.asarray(bought.sum(1)).ravel()) + 1e-9
+    xn = (sparse.diags(1 / norms) @ bought).tocsr()
     recent = hist[hist["event_ts"] >= cut - pd.Timedelta(days=spec.neighbour_days)]
-    bought = sparse.csr_matrix(
+    lately = sparse.csr_matrix(
         (
             np.ones(len(recent), np.float32),
             (users.get_indexer(recent["user_id"]), items.get_indexer(recent["item_id"])),
         ),
         shape=(len(users), len(items)),
     )
-    bought.data[:] = 1.0
+    lately.data[:] = 1.0
     out = np.zeros((len(rows), len(items)), dtype=np.float32)
     k = min(spec.neighbours, len(users) - 1)
     for start in range(0, len(rows), chunk):  # similarities of a chunk of customers at a time
@@ -182,7 +179,7 @@ def neighbour_recent_scores(
         if k > 0:
             kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1 : k]
             sim[sim < kth] = 0.0
-        out[start : start + len(part)] = (bought.T @ sim.T).T
+        out[start : start + len(part)] = (lately.T @ sim.T).T
     return out
 
 
@@ -209,12 +206,12 @@ def build_window(
         users_to_score = sorted(truth)
     target = pd.Index(users_to_score)
     all_users = pd.Index(sorted(set(hist["user_id"]) | set(target)))
-    decayed, sim, basket = _co_matrices(hist, items, all_users, cut, args.half_life_days)
+    decayed, bought, sim, basket = _co_matrices(hist, items, all_users, cut, args.half_life_days)
     rows = all_users.get_indexer(target)
     co = np.asarray((decayed[rows] @ sim).todense(), dtype=np.float32)
     bk = np.asarray((basket[rows] @ sim).todense(), dtype=np.float32)
-    ease = ease_scores(decayed, rows, args.ease_lambda, args.ease_max_items)
-    near = neighbour_recent_scores(hist, decayed, rows, all_users, items, cut, args)
+    ease = ease_scores(bought, rows, args.ease_lambda, args.ease_max_items)
+    near = neighbour_recent_scores(hist, bought, rows, all_users, items, cut, args)
 
     # Item features.
     item = pd.DataFrame(index=items)
