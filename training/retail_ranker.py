@@ -37,7 +37,7 @@ customers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -123,19 +123,8 @@ class RetailRankerArgs:
     out_dir: str = field(default="runs", metadata={"help": "where the run folder goes"})
 
     def spec(self) -> CandidateSpec:
-        return CandidateSpec(
-            self.horizon_days,
-            self.recent_days,
-            self.half_life_days,
-            self.n_co,
-            self.n_pop,
-            self.n_ease,
-            self.ease_lambda,
-            self.ease_max_items,
-            self.n_knn,
-            self.neighbours,
-            self.neighbour_days,
-        )
+        """The candidate and feature settings, read by name from these arguments."""
+        return CandidateSpec(**{f.name: getattr(self, f.name) for f in fields(CandidateSpec)})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -263,7 +252,7 @@ def _score(model: RankerEnsemble, window: Window, cold_popularity: bool) -> None
     f["model_score"] = model.predict(f[FEATURES])
     if cold_popularity:
         # Scores only order items within a customer, so the two scales never meet.
-        cold = f.groupby("user_id")["is_own"].transform("max") == 0
+        cold = cold_rows(f)
         f["model_score"] = np.where(cold, f["baseline_score"], f["model_score"])
 
 
@@ -365,9 +354,15 @@ def choose_shipped(validation: dict[str, MethodScore]) -> str:
     return BASELINE
 
 
+def cold_rows(frame: pd.DataFrame) -> pd.Series:
+    """Candidate rows of customers with no purchase before the cut (none of theirs is own)."""
+    return frame.groupby("user_id")["is_own"].transform("max") == 0
+
+
 def _cold(window: Window) -> int:
     """Customers with no purchase before the cut."""
-    return int((window.frame.groupby("user_id")["is_own"].max() == 0).sum())
+    f = window.frame
+    return int(f.loc[cold_rows(f), "user_id"].nunique())
 
 
 def _candidate_recall(window: Window) -> float:
