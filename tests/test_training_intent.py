@@ -10,7 +10,9 @@ import pytest
 from governance.db import transaction
 from tests.training_data import intent_queries
 from training.intent import IntentTrainArgs, main, train
-from training.intent_data import load_labelled, split_queries
+from training.intent_data import TFIDF_C_GRID, fit_sklearn, load_labelled, split_queries
+from training.intent_fewshot import C_GRID
+from training.intent_model import IGNORE
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,7 @@ def trained(tmp_path_factory):
 
 def test_every_candidate_scored_and_winner_is_best_on_validation(trained):
     val = trained.validation
-    assert set(val) == {"tfidf_lr", "embed_lr", "finetune", "ensemble"}
+    assert set(val) == {"tfidf_lr", "embed_lr", "hybrid", "finetune", "ensemble"}
     best = max(v["selection_score"] for v in val.values())
     assert val[trained.winner]["selection_score"] == best
     assert trained.predictor.kind == trained.winner
@@ -52,6 +54,35 @@ def test_report_is_self_contained(trained):
     assert report["tuning"][0]["history"]
 
 
+def test_logistic_regressions_take_c_from_validation(trained):
+    """The C of every logistic-regression candidate comes from its grid, chosen on validation;
+    the hybrid's input is the TF-IDF block beside the 384-wide embedding."""
+    for kind, grid in (("tfidf_lr", TFIDF_C_GRID), ("embed_lr", C_GRID), ("hybrid", C_GRID)):
+        heads = trained.candidates[kind].sklearn
+        lr = heads["intent"][-1] if kind == "tfidf_lr" else heads["intent"]
+        assert lr.C in grid, kind
+    hybrid = trained.candidates["hybrid"].sklearn
+    n_lexical = len(hybrid["vectorizer"].get_feature_names_out())
+    assert hybrid["intent"].n_features_in_ == n_lexical + 384
+
+
+def test_category_head_leaves_the_intent_vocabulary_alone():
+    """Rows without a category train only the intent head; fitting the category head on the
+    rest must not refit the TF-IDF both heads share (words seen only in uncategorised rows
+    stay in the intent model's vocabulary)."""
+    df = intent_queries(120)
+    texts = df["query"].tolist()
+    y_i = df["intent"].astype("category").cat.codes.to_numpy()
+    y_c = np.where(np.arange(len(df)) % 2 == 0, IGNORE, df["category"].factorize()[0])
+    texts[1] = texts[1] + " zzyzx"  # only in a row without a category
+    y_c[1] = IGNORE
+    heads = fit_sklearn(texts, y_i, y_c, "tfidf_lr", 0)
+    words = heads["intent"][0].transformer_list[1][1].vocabulary_
+    assert "zzyzx" in words
+    assert (heads["intent"].predict(texts) == y_i).mean() > 0.9
+    assert heads["category"][0] is heads["intent"][0]
+
+
 def test_split_is_query_disjoint():
     df = intent_queries(200)
     tr, va, te = split_queries(df, 0.15, 0.15, 0)
@@ -59,7 +90,7 @@ def test_split_is_query_disjoint():
     assert len(tr) + len(va) + len(te) == len(df)
 
 
-@pytest.mark.parametrize("kind", ["finetune", "ensemble", "tfidf_lr"])
+@pytest.mark.parametrize("kind", ["finetune", "ensemble", "tfidf_lr", "embed_lr", "hybrid"])
 def test_store_round_trip_predicts_identically(trained, kind, tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     from training.bundles import info, load_intent, save_intent

@@ -15,8 +15,8 @@ to the ranker's report; nothing is trained on it.
 
 Jobs:
     intent   labelled_queries (+ weak labels with --intent-weak-labels): TF-IDF LR,
-             frozen-MiniLM LR, MiniLM fine-tune and the fine-tune/TF-IDF ensemble; the
-             validation winner ships
+             frozen-MiniLM LR, the two side by side (hybrid), MiniLM fine-tune and the
+             fine-tune/TF-IDF ensemble; the validation winner ships
     ranker   DCN-v2 on ranker_v3 (--ranker-feature-service) over the clean impressions,
              time split, vs popularity and
              logistic regression on the same features

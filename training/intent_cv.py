@@ -30,11 +30,10 @@ from training.intent_fewshot import (
     C_GRID,
     SetFitArgs,
     contrastive_finetune,
-    hybrid_matrix,
     lexical_tfidf,
     tune_c,
 )
-from training.intent_model import embed, load_encoder
+from training.intent_model import embed, hybrid_matrix, load_encoder
 from training.metrics import Interval, macro_f1, t_interval
 from training.perturb import PERTURBATIONS, perturb_all
 

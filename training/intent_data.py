@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from governance.db import engine
-from training.intent_fewshot import lexical_tfidf, tune_c
-from training.intent_model import IGNORE
+from training.intent_fewshot import C_GRID, lexical_tfidf, tune_c
+from training.intent_model import IGNORE, hybrid_matrix
 
 
 def load_labelled(settings) -> pd.DataFrame:
@@ -72,37 +72,53 @@ def encode_labels(df: pd.DataFrame, intents: list[str], categories: list[str]):
 
 
 TFIDF_C_GRID = (3.0, 10.0, 30.0)
+DEFAULT_C = {"tfidf_lr": 10.0, "embed_lr": 1.0, "hybrid": 1.0}  # when there is no validation
 
 
 def fit_sklearn(x_train, y_i, y_c, kind: str, seed: int, val=None) -> dict:
-    """Logistic-regression heads for intent and category. tfidf_lr reads the shared lexical
-    features (`intent_fewshot.lexical_tfidf`) with C tuned on `val` = (texts, intent ids)
-    when given; embed_lr reads embeddings at C=1 (the job's untuned frozen baseline)."""
+    """Logistic-regression heads for intent and category, C tuned on `val` = (inputs, intent
+    ids) when given (the intent head's best C serves both heads). What `x_train` and val's
+    inputs are depends on the kind:
+
+        tfidf_lr  the texts; the shared lexical features (`intent_fewshot.lexical_tfidf`)
+                  go into a pipeline with the heads, C from TFIDF_C_GRID
+        embed_lr  frozen sentence embeddings, C from intent_fewshot.C_GRID
+        hybrid    (texts, embeddings): `intent_model.hybrid_matrix` of both, C from C_GRID;
+                  the fitted TF-IDF is returned beside the heads as "vectorizer"
+    """
     # scikit-learn is heavy to import: only the jobs that fit it pay for it.
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    c = 1.0
+    extra, grid = {}, C_GRID
     if kind == "tfidf_lr":
         vec = lexical_tfidf(x_train)
-        c = 10.0
-        if val is not None and len(val[0]):
-            head = tune_c(
-                vec.transform(x_train), y_i, vec.transform(val[0]), val[1], TFIDF_C_GRID, seed
-            )
-            c = head.c
+        features, grid = vec.transform, TFIDF_C_GRID
+    elif kind == "hybrid":
+        vec = lexical_tfidf(x_train[0])
+        extra["vectorizer"] = vec
 
-    def model():
-        lr = LogisticRegression(max_iter=3000, C=c, random_state=seed)
+        def features(x):
+            return hybrid_matrix(vec, x[0], x[1])
+    elif kind == "embed_lr":
+
+        def features(x):
+            return x
+    else:
+        raise ValueError(f"unknown scikit-learn intent candidate {kind!r}")
+    x = features(x_train)
+    c = DEFAULT_C[kind]
+    if val is not None and len(val[1]):
+        c = tune_c(x, y_i, features(val[0]), val[1], grid, seed).c
+
+    def fit(rows, y):
+        lr = LogisticRegression(max_iter=3000, C=c, random_state=seed).fit(x[rows], y)
+        # The fitted TF-IDF goes in as it is: a pipeline's fit would refit it, and the two
+        # heads share it.
         return make_pipeline(vec, lr) if kind == "tfidf_lr" else lr
 
-    out = {"intent": model().fit(x_train, y_i)}
-    has_cat = y_c != IGNORE
+    out = {"intent": fit(np.arange(len(y_i)), y_i), **extra}
+    has_cat = np.flatnonzero(y_c != IGNORE)
     if len(np.unique(y_c[has_cat])) >= 2:
-        sub = (
-            [x for x, keep in zip(x_train, has_cat) if keep]
-            if kind == "tfidf_lr"
-            else x_train[has_cat]
-        )
-        out["category"] = model().fit(sub, y_c[has_cat])
+        out["category"] = fit(has_cat, y_c[has_cat])
     return out

@@ -1,12 +1,14 @@
 """Intent models that work with a few hundred labelled queries.
 
-Three candidates the intent job adds to its own, all with their regularisation chosen on the
-validation split (30+ classes from 5 examples each are under-regularised at a fixed C):
+Three candidates with their regularisation chosen on the validation split (30+ classes from
+5 examples each are under-regularised at a fixed C). `training.intent_cv` compares all three;
+the intent job (`training.intent`) ships the first two as embed_lr and hybrid:
 
     embed_lr_tuned  logistic regression on frozen MiniLM sentence embeddings, C from a grid
     hybrid          one logistic regression over the TF-IDF n-grams and the embedding
                     (lexical features catch brand and model tokens the encoder splits badly;
-                    the embedding catches synonyms and the second language)
+                    the embedding catches synonyms and the second language), built by
+                    `intent_model.hybrid_matrix`
     setfit          SetFit (Tunstall et al., 2022): the encoder is first fine-tuned
                     contrastively on pairs of queries (same intent -> cosine 1, different ->
                     0), then a logistic-regression head is fitted on its embeddings. Pairs
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import sparse
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -76,13 +77,6 @@ def lexical_tfidf(texts, max_features: int = 50_000):
         ),
         TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True),
     ).fit(texts)
-
-
-def hybrid_matrix(vectorizer, texts, embeddings: np.ndarray, embed_weight: float = 1.0):
-    """TF-IDF rows (L2-normalised) beside the L2-normalised embedding, one sparse matrix."""
-    return sparse.hstack(
-        [vectorizer.transform(list(texts)), sparse.csr_matrix(embed_weight * embeddings)]
-    ).tocsr()
 
 
 # ---------------------------------------------------------------- SetFit

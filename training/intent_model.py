@@ -6,8 +6,9 @@ leaving most of them with a handful of examples. Two heads share what the encode
 the category loss simply ignores rows without a category, and another shop's taxonomy is
 just a different pair of label lists.
 
-`IntentPredictor` is what ships: the fine-tuned net, a TF-IDF + logistic-regression
-baseline, or their probability average, whichever won on validation.
+`IntentPredictor` is what ships: the fine-tuned net, a logistic regression on TF-IDF n-grams,
+on frozen sentence embeddings or on both side by side, or the net averaged with the TF-IDF
+one, whichever won on validation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import nn
 from torch.nn import functional as F
 
@@ -96,6 +98,13 @@ def embed(
     return np.concatenate(out) if out else np.zeros((0, encoder.config.hidden_size), np.float32)
 
 
+def hybrid_matrix(vectorizer, texts, embeddings: np.ndarray, embed_weight: float = 1.0):
+    """TF-IDF rows (L2-normalised) beside the L2-normalised embedding, one sparse matrix."""
+    return sparse.hstack(
+        [vectorizer.transform(list(texts)), sparse.csr_matrix(embed_weight * embeddings)]
+    ).tocsr()
+
+
 @torch.no_grad()
 def net_proba(
     net: IntentNet,
@@ -120,7 +129,11 @@ def net_proba(
 
 
 class IntentPredictor:
-    """What the intent job ships. kind: finetune | tfidf_lr | embed_lr | ensemble."""
+    """What the intent job ships. kind: finetune | tfidf_lr | embed_lr | hybrid | ensemble.
+
+    `sklearn` holds the logistic-regression heads ("intent", "category"); a hybrid also
+    keeps its fitted TF-IDF there ("vectorizer"), and embed_lr and hybrid keep the frozen
+    encoder in `net` (its heads unused) to embed the texts."""
 
     def __init__(
         self,
@@ -153,6 +166,9 @@ class IntentPredictor:
     def _sk_input(self, texts: Sequence[str]):
         if self.kind == "embed_lr":
             return embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
+        if self.kind == "hybrid":
+            vectors = embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
+            return hybrid_matrix(self.sklearn["vectorizer"], texts, vectors)
         return list(texts)
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +180,7 @@ class IntentPredictor:
             self._sk_proba("intent", texts, len(self.intents)),
             self._sk_proba("category", texts, nc),
         )
-        if self.kind in ("tfidf_lr", "embed_lr"):
+        if self.kind in ("tfidf_lr", "embed_lr", "hybrid"):
             return sk
         nn_i, nn_c = net_proba(self.net, self.tokenizer, texts, self.max_len)
         w = self.ensemble_weight
