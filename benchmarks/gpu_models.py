@@ -9,7 +9,8 @@ Steps, each timed on its own and written to OUT/gpu_models.json as it finishes (
 short by a time limit keeps what it measured):
     simulate    the simulator at the demo preset (tiny: the tiny preset, hard queries)
     intent_cv   5-fold intent CV on the simulator's labelled queries: TF-IDF, tuned
-                embedding LR, hybrid and SetFit (contrastive pairs per second on the device)
+                embedding LR, hybrid, SetFit (contrastive pairs per second on the device)
+                and the classifier fine-tune
     sessions    next-item Recall/MRR@20 on the simulator's sessions
     retail      LightGBM LambdaRank vs own-most-bought + popularity at both cut-offs
                 (only with --retail; LightGBM runs on the CPU cores)
@@ -32,8 +33,17 @@ from training import intent_cv, retail_ranker, sessions
 from training.common import to_jsonable
 
 SIZES = {
-    "full": dict(sim="demo", folds=5, setfit_max_pairs=20000, setfit_pairs=20, queries=None),
-    "tiny": dict(sim="tiny", folds=2, setfit_max_pairs=16, setfit_pairs=2, queries=200),
+    "full": dict(
+        sim="demo",
+        folds=5,
+        setfit_max_pairs=20000,
+        setfit_pairs=20,
+        finetune_steps=600,
+        queries=None,
+    ),
+    "tiny": dict(
+        sim="tiny", folds=2, setfit_max_pairs=16, setfit_pairs=2, finetune_steps=4, queries=200
+    ),
 }
 
 
@@ -80,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
             [
                 "--csv", str(path), "--folds", str(size["folds"]),
                 "--setfit-max-pairs", str(size["setfit_max_pairs"]),
-                "--setfit-pairs", str(size["setfit_pairs"]), "--out-dir", str(out / "runs"),
+                "--setfit-pairs", str(size["setfit_pairs"]),
+                "--finetune-steps", str(size["finetune_steps"]), "--out-dir", str(out / "runs"),
             ]
         )  # fmt: skip
         fits = [f.setfit for f in res["folds"] if f.setfit]

@@ -12,7 +12,8 @@ from tests.training_data import intent_queries
 from training.intent import IntentTrainArgs, main, train
 from training.intent_data import TFIDF_C_GRID, fit_sklearn, load_labelled, split_queries
 from training.intent_fewshot import C_GRID
-from training.intent_model import IGNORE
+from training.intent_finetune import param_groups, plan_steps
+from training.intent_model import IGNORE, IntentNet
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +176,30 @@ def test_weak_labels_only_reach_training_split(tmp_path):
     assert rows["weak_offered"] in (1, 2) and res.weak.with_weak.weak_rows == rows["weak_offered"]
     assert res.weak.with_weak.train_rows == res.weak.without.train_rows + rows["weak_offered"]
     assert rows["train"] + rows["val"] + rows["test"] == len(data) + rows["weak_in_train"]
+
+
+def test_a_small_set_still_gets_min_steps_of_fine_tuning():
+    """200 queries at batch 32 are 7 batches: four epochs would be 28 updates, near chance on
+    30+ classes. The plan runs --min-steps instead, validates about ten times, and
+    --max-steps still caps it."""
+    plan = plan_steps(200, IntentTrainArgs(batch_size=32, epochs=4, min_steps=300))
+    assert (plan.steps_per_epoch, plan.total, plan.eval_every) == (7, 300, 30)
+    big = plan_steps(10_000, IntentTrainArgs(batch_size=32, epochs=4, min_steps=300))
+    assert big.total == 313 * 4 and big.eval_every == 313  # at most one an epoch
+    capped = plan_steps(200, IntentTrainArgs(min_steps=300, max_steps=50))
+    assert capped.total == 50 and capped.eval_every == 7
+
+
+def test_layer_wise_decay_gives_lower_layers_smaller_rates():
+    from transformers import BertConfig, BertModel
+
+    encoder = BertModel(BertConfig(hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                                   intermediate_size=16, vocab_size=30))  # fmt: skip
+    net = IntentNet(encoder, 4, 2)
+    rate = {id(p): g["lr"] for g in param_groups(net, 1.0, 0.01, 0.5) for p in g["params"]}
+    named = dict(net.named_parameters())
+    assert rate[id(named["intent_head.weight"])] == 1.0
+    assert rate[id(named["encoder.encoder.layer.2.output.dense.weight"])] == 0.5
+    assert rate[id(named["encoder.encoder.layer.0.output.dense.weight"])] == 0.125
+    assert rate[id(named["encoder.embeddings.word_embeddings.weight"])] == 0.0625
+    assert len(rate) == len(named)  # every parameter in exactly one group

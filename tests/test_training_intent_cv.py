@@ -62,15 +62,16 @@ def test_cv_run_on_a_small_csv(tmp_path):
         [
             "--csv", str(_csv(tmp_path)),
             "--folds", "2",
-            "--candidates", "tfidf_lr,embed_lr_tuned,hybrid,setfit",
+            "--candidates", "tfidf_lr,embed_lr_tuned,hybrid,setfit,finetune",
             "--setfit-max-pairs", "8",  # one step per fold: CPU fine-tuning is slow
+            "--finetune-steps", "2",
             "--out-dir", str(tmp_path),
         ]
     )  # fmt: skip
     s = res["summary"]
     assert res["data"] == {"queries": 48, "classes": 3}
     assert len(res["folds"]) == 2
-    assert set(s.test) == {"tfidf_lr", "embed_lr_tuned", "hybrid", "setfit"}
+    assert set(s.test) == {"tfidf_lr", "embed_lr_tuned", "hybrid", "setfit", "finetune"}
     for ci in s.test.values():
         assert 0.0 <= ci.mean <= 1.0 and ci.n == 2
     # The shipped score is the validation winner's, fold by fold.

@@ -57,14 +57,20 @@ class IntentTrainArgs:
     weak_labels: bool = arg(False, "try weak labels from search sessions (kept only if they help)")
     max_len: int = arg(32, "tokens per query")
     batch_size: int = arg(32, "fine-tune batch size")
-    epochs: int = arg(4, "fine-tune epochs")
+    epochs: int = arg(4, "fine-tune epochs (more when --min-steps asks for more)")
+    min_steps: int = arg(
+        300, "fine-tune optimiser steps at least, however small the set; 0 = --epochs alone"
+    )
+    layer_decay: float = arg(
+        0.9, "learning-rate factor per encoder layer below the heads (1 = one rate for all)"
+    )
     lr_grid: tuple[float, ...] = arg((5e-5,), "comma list of fine-tune learning rates to try")
     weight_decay: float = arg(0.01, "AdamW weight decay")
     warmup_frac: float = arg(0.1, "share of steps with linear learning-rate warm-up")
     label_smoothing: float = arg(0.1, "label smoothing of the intent loss")
     category_weight: float = arg(1.0, "weight of the category head's loss")
     patience: int = arg(2, "evaluations without improvement before stopping")
-    eval_every: int = arg(0, "steps between validations; 0 = once per epoch")
+    eval_every: int = arg(0, "steps between validations; 0 = about ten a run, at most one an epoch")
     max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
     grad_clip: float = arg(1.0, "gradient norm clip")
     val_frac: float = arg(VAL_FRAC, "share of queries for validation (model selection)")

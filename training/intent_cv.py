@@ -12,7 +12,9 @@ and how much each perturbation (typos, dropped words, casing, transliteration) c
 winner on the test folds.
 
 Candidates: tfidf_lr (the job's baseline, C tuned), embed_lr (frozen MiniLM + LR at C=1, the
-job's old setting), embed_lr_tuned, hybrid, setfit (see training.intent_fewshot).
+job's old setting), embed_lr_tuned, hybrid, setfit (see training.intent_fewshot), and finetune
+(the intent job's classifier fine-tune, `training.intent_finetune`, for --finetune-steps
+optimiser steps with early stopping on the fold's validation part).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from training.cli import arg, parse_dataclass
 from training.common import minilm_path, pick_device, run_dir, write_json
+from training.intent import IntentTrainArgs
 from training.intent_fewshot import (
     C_GRID,
     SetFitArgs,
@@ -33,11 +36,12 @@ from training.intent_fewshot import (
     lexical_tfidf,
     tune_c,
 )
-from training.intent_model import embed, hybrid_matrix, load_encoder
+from training.intent_finetune import finetune
+from training.intent_model import IntentPredictor, embed, hybrid_matrix, load_encoder
 from training.metrics import Interval, macro_f1, t_interval
 from training.perturb import PERTURBATIONS, perturb_all
 
-ALL = ("tfidf_lr", "embed_lr", "embed_lr_tuned", "hybrid", "setfit")
+ALL = ("tfidf_lr", "embed_lr", "embed_lr_tuned", "hybrid", "setfit", "finetune")
 
 
 @dataclass
@@ -50,6 +54,8 @@ class IntentCVArgs:
     setfit_pairs: int = arg(10, "SetFit pairs drawn per query")
     setfit_max_pairs: int = arg(8000, "cap on SetFit pairs per fold")
     setfit_lr: float = arg(2e-5, "SetFit encoder learning rate")
+    finetune_steps: int = arg(300, "optimiser steps of the classifier fine-tune per fold")
+    finetune_lr: float = arg(5e-5, "learning rate of the classifier fine-tune")
     max_len: int = arg(32, "tokens per query")
     seed: int = arg(0, "split and training seed")
     device: str = arg("auto", "torch device for SetFit (auto: CUDA when there is one)")
@@ -163,11 +169,35 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
         head = tune_c(sx(q[tr]), y[tr], sx(q[va]), y[va], seed=args.seed)
         predictors["setfit"] = lambda t, m=head.model, sx=sx: m.predict(sx(t))
         c["setfit"] = head.c
+    if "finetune" in want:
+        predictors["finetune"] = _finetuned(q, y, tr, va, labels, args, device)
     val = {n: macro_f1(y[va], p(q[va]), labels) for n, p in predictors.items()}
     test = {n: macro_f1(y[te], p(q[te]), labels) for n, p in predictors.items()}
     winner = max(val, key=val.get)
     rob = {k: macro_f1(y[te], predictors[winner](np.array(v)), labels) for k, v in pert.items()}
     return FoldResult(val, test, winner, c, rob, setfit_stats)
+
+
+def _finetuned(q, y, tr, va, labels: list, args: IntentCVArgs, device):
+    """The intent job's fine-tune on one fold (intent head only), as a predict function."""
+    job = IntentTrainArgs(
+        max_len=args.max_len,
+        min_steps=args.finetune_steps,
+        max_steps=args.finetune_steps,
+        lr_grid=(args.finetune_lr,),
+        seed=args.seed,
+        tensorboard=False,
+    )
+
+    def frame(idx):
+        return pd.DataFrame({"query": q[idx], "intent": y[idx], "category": None})
+
+    net, tok, _, _ = finetune(
+        job, args.finetune_lr, frame(tr), frame(va), labels, [], device, None, "cv"
+    )
+    pred = IntentPredictor("finetune", labels, [], args.max_len, net.to("cpu"), tok)
+    names = np.array(labels, dtype=object)
+    return lambda t: names[pred.predict_proba(list(t))[0].argmax(1)]
 
 
 @dataclass

@@ -9,6 +9,8 @@ where the labels have categories.
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -52,6 +54,46 @@ def score(pred: IntentPredictor, df: pd.DataFrame) -> dict:
     return res
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    steps_per_epoch: int
+    total: int  # optimiser steps
+    eval_every: int  # steps between validations
+
+
+def plan_steps(n_train: int, args) -> StepPlan:
+    """A schedule in steps, not epochs: a few hundred queries make a handful of batches an
+    epoch, and an epoch-based schedule then stops after ~25 updates, near chance on 30+
+    classes. At least --min-steps (epochs repeat until then), at most --max-steps; about ten
+    validations whatever the length, and never more than one an epoch."""
+    per_epoch = max(1, int(np.ceil(n_train / args.batch_size)))
+    total = max(per_epoch * args.epochs, args.min_steps)
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    every = args.eval_every or max(per_epoch, total // 10)
+    return StepPlan(per_epoch, total, max(1, min(every, total)))
+
+
+def param_groups(net: IntentNet, lr: float, weight_decay: float, layer_decay: float) -> list:
+    """AdamW groups with layer-wise learning-rate decay: the heads train at `lr`, encoder
+    layer i of L at lr * layer_decay ** (L - i), the embeddings at lr * layer_decay ** (L + 1),
+    so the pretrained lower layers move least (as in ULMFiT and ELECTRA's fine-tuning).
+    Biases and LayerNorm weights (1-d) get no weight decay."""
+    n_layers = net.encoder.config.num_hidden_layers
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in net.named_parameters():
+        depth = 0
+        if name.startswith("encoder."):
+            layer = re.search(r"\.layer\.(\d+)\.", name)
+            if layer:
+                depth = n_layers - int(layer.group(1))
+            elif ".embeddings." in name:
+                depth = n_layers + 1
+        key = (lr * layer_decay**depth, weight_decay if p.ndim >= 2 else 0.0)
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
 def finetune(
     args,
     lr: float,
@@ -71,24 +113,13 @@ def finetune(
     loss_fn = IntentLoss(net, args.label_smoothing, args.category_weight)
     y_i, y_c = encode_labels(train, intents, categories)
     texts = train["query"].tolist()
-    steps_per_epoch = max(1, int(np.ceil(len(texts) / args.batch_size)))
-    total = steps_per_epoch * args.epochs
-    if args.max_steps:
-        total = min(total, args.max_steps)
-    decay = [p for n, p in net.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    plan = plan_steps(len(texts), args)
+    total, eval_every = plan.total, plan.eval_every
+    opt = torch.optim.AdamW(param_groups(net, lr, args.weight_decay, args.layer_decay), lr=lr)
     warm = max(1, int(args.warmup_frac * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
     )
-    eval_every = args.eval_every or steps_per_epoch
     best, best_state, bad, history, step = -1.0, None, 0, [], 0
     bar = tqdm(total=total, desc=f"intent {tag}", leave=False)
     while step < total and bad < args.patience:
