@@ -23,14 +23,16 @@ def trained(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     out = tmp_path_factory.mktemp("intent")
     args = IntentTrainArgs(
-        out_dir=str(out), max_len=16, batch_size=16, epochs=1, max_steps=4, eval_every=2, seed=0
-    )
+        out_dir=str(out), max_len=16, batch_size=16, epochs=1, max_steps=4, eval_every=2, seed=0,
+        candidates=("tfidf_lr", "embed_lr", "hybrid", "setfit", "finetune", "ensemble"),
+        setfit_max_pairs=32,  # two contrastive steps: CPU fine-tuning is slow
+    )  # fmt: skip
     return train(args, data=intent_queries(240))
 
 
 def test_every_candidate_scored_and_winner_is_best_on_validation(trained):
     val = trained.validation
-    assert set(val) == {"tfidf_lr", "embed_lr", "hybrid", "finetune", "ensemble"}
+    assert set(val) == {"tfidf_lr", "embed_lr", "hybrid", "setfit", "finetune", "ensemble"}
     best = max(v["selection_score"] for v in val.values())
     assert val[trained.winner]["selection_score"] == best
     assert trained.predictor.kind == trained.winner
@@ -53,6 +55,7 @@ def test_report_is_self_contained(trained):
     )
     assert any((folder / "tensorboard").iterdir())
     assert report["tuning"][0]["history"]
+    assert report["tuning"][-1]["setfit"]["pairs"] == 32
 
 
 def test_logistic_regressions_take_c_from_validation(trained):
@@ -91,7 +94,9 @@ def test_split_is_query_disjoint():
     assert len(tr) + len(va) + len(te) == len(df)
 
 
-@pytest.mark.parametrize("kind", ["finetune", "ensemble", "tfidf_lr", "embed_lr", "hybrid"])
+@pytest.mark.parametrize(
+    "kind", ["finetune", "ensemble", "tfidf_lr", "embed_lr", "hybrid", "setfit"]
+)
 def test_store_round_trip_predicts_identically(trained, kind, tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bento"))
     from training.bundles import info, load_intent, save_intent

@@ -9,6 +9,9 @@ Candidates (--candidates), all on the same query-disjoint split:
     tfidf_lr   logistic regression on TF-IDF word and character n-grams
     embed_lr   logistic regression on frozen MiniLM sentence embeddings
     hybrid     one logistic regression on both side by side
+    setfit     SetFit: the encoder tuned contrastively on query pairs, then logistic
+               regression on its embeddings (`training.intent_fewshot`; not in the default
+               list: it costs minutes on CPU, and pays on sets of a few hundred queries)
     finetune   the MiniLM fine-tune (two heads, early stopping on validation;
                `training.intent_finetune`)
     ensemble   the fine-tune's and tfidf_lr's probabilities averaged
@@ -32,19 +35,18 @@ import pandas as pd
 from governance.settings import get_settings
 from training.bundles import INTENT_FEATURE_SERVICE, save_intent
 from training.cli import arg, parse_dataclass
-from training.common import minilm_path, pick_device, run_dir, seed_everything, tb_writer
+from training.common import pick_device, run_dir, seed_everything, tb_writer
+from training.intent_candidates import fit_candidates
 from training.intent_data import (
     SPLIT_SEED,
     TEST_FRAC,
     VAL_FRAC,
-    encode_labels,
-    fit_sklearn,
     load_csv,
     load_labelled,
     split_queries,
 )
-from training.intent_finetune import finetune, score
-from training.intent_model import IntentNet, IntentPredictor, embed, load_encoder
+from training.intent_finetune import score
+from training.intent_model import IntentPredictor
 from training.perturb import robustness
 from training.report import plot_confusion, write_report
 from training.weak_labels import rule_counts, weak_labels
@@ -79,6 +81,9 @@ class IntentTrainArgs:
     device: str = arg("auto", "auto, cpu, cuda or cuda:N")
     tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
     save_model: bool = arg(False, "put the validation winner in the BentoML model store")
+    setfit_pairs: int = arg(10, "SetFit: query pairs drawn per labelled query")
+    setfit_max_pairs: int = arg(8000, "SetFit: cap on the pairs (its optimiser steps x batch)")
+    setfit_lr: float = arg(2e-5, "SetFit: the encoder's learning rate")
     candidates: tuple[str, ...] = arg(
         ("tfidf_lr", "embed_lr", "hybrid", "finetune", "ensemble"),
         "comma list of models to train and compare",
@@ -188,63 +193,6 @@ def usable_weak(weak: pd.DataFrame, split: IntentSplit) -> pd.DataFrame:
     return weak[keep].reset_index(drop=True)
 
 
-def fit_candidates(
-    args: IntentTrainArgs,
-    train_df: pd.DataFrame,
-    split: IntentSplit,
-    categories: list[str],
-    device,
-    writer,
-    tag: str,
-) -> tuple[dict[str, IntentPredictor], dict[str, float], list[dict]]:
-    """(predictors by candidate name, fit seconds, fine-tune learning-rate tuning)."""
-    intents, want = split.intents, set(args.candidates)
-    y_i, y_c = encode_labels(train_df, intents, categories)
-    texts, val_texts = train_df["query"].tolist(), split.val["query"].tolist()
-    y_val = encode_labels(split.val, intents, categories)[0]
-    preds: dict[str, IntentPredictor] = {}
-    timings, tuning = {}, []
-
-    def predictor(kind, net=None, tokenizer=None, sklearn=None):
-        return IntentPredictor(kind, intents, categories, args.max_len, net, tokenizer, sklearn)
-
-    if want & {"tfidf_lr", "ensemble"}:
-        s = time.time()
-        heads = fit_sklearn(texts, y_i, y_c, "tfidf_lr", args.seed, val=(val_texts, y_val))
-        preds["tfidf_lr"] = predictor("tfidf_lr", sklearn=heads)
-        timings["tfidf_lr"] = time.time() - s
-    if want & {"embed_lr", "hybrid"}:
-        s = time.time()
-        enc, tok = load_encoder(minilm_path())
-        # One frozen encoder serves both: its heads are unused, it only embeds the texts.
-        frozen = IntentNet(enc, len(intents), len(categories))
-        x, x_val = (embed(enc, tok, t, args.max_len) for t in (texts, val_texts))
-        shared = time.time() - s
-        inputs = {"embed_lr": (x, x_val), "hybrid": ((texts, x), (val_texts, x_val))}
-        for kind in sorted(want & set(inputs)):
-            s = time.time()
-            train_x, val_x = inputs[kind]
-            heads = fit_sklearn(train_x, y_i, y_c, kind, args.seed, val=(val_x, y_val))
-            preds[kind] = predictor(kind, frozen, tok, heads)
-            timings[kind] = shared + time.time() - s
-    if want & {"finetune", "ensemble"}:
-        s = time.time()
-        best = None
-        for lr in args.lr_grid:
-            net, tok, val_score, hist = finetune(
-                args, lr, train_df, split.val, intents, categories, device, writer, f"{tag}lr{lr:g}"
-            )
-            tuning.append({"lr": lr, "best_val_selection_score": val_score, "history": hist})
-            if best is None or val_score > best[2]:
-                best = (net, tok, val_score, lr)
-        net = best[0].to("cpu")
-        preds["finetune"] = predictor("finetune", net, best[1])
-        timings["finetune"] = time.time() - s
-        if "ensemble" in want:
-            preds["ensemble"] = predictor("ensemble", net, best[1], preds["tfidf_lr"].sklearn)
-    return {k: v for k, v in preds.items() if k in want}, timings, tuning
-
-
 def run_trial(
     args: IntentTrainArgs,
     name: str,
@@ -261,7 +209,9 @@ def run_trial(
     train_df = train_df[train_df["intent"].isin(split.intents)].reset_index(drop=True)
     categories = sorted(set(split.data["category"].dropna()) | set(train_df["category"].dropna()))
     tag = "" if name == "labelled" else f"{name}_"
-    preds, timings, tuning = fit_candidates(args, train_df, split, categories, device, writer, tag)
+    preds, timings, tuning = fit_candidates(
+        args, train_df, split.val, split.intents, categories, device, writer, tag
+    )
     val_scores = {k: score(p, split.val) for k, p in preds.items()}
     winner = max(val_scores, key=lambda k: val_scores[k]["selection_score"])
     return Trial(

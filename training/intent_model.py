@@ -129,11 +129,12 @@ def net_proba(
 
 
 class IntentPredictor:
-    """What the intent job ships. kind: finetune | tfidf_lr | embed_lr | hybrid | ensemble.
+    """What the intent job ships. kind: finetune | tfidf_lr | embed_lr | hybrid | setfit |
+    ensemble.
 
     `sklearn` holds the logistic-regression heads ("intent", "category"); a hybrid also
-    keeps its fitted TF-IDF there ("vectorizer"), and embed_lr and hybrid keep the frozen
-    encoder in `net` (its heads unused) to embed the texts."""
+    keeps its fitted TF-IDF there ("vectorizer"). embed_lr, hybrid and setfit keep their
+    encoder (frozen, or SetFit's tuned one) in `net`, its heads unused, to embed the texts."""
 
     def __init__(
         self,
@@ -164,7 +165,7 @@ class IntentPredictor:
         return out
 
     def _sk_input(self, texts: Sequence[str]):
-        if self.kind == "embed_lr":
+        if self.kind in ("embed_lr", "setfit"):
             return embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
         if self.kind == "hybrid":
             vectors = embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
@@ -180,7 +181,7 @@ class IntentPredictor:
             self._sk_proba("intent", texts, len(self.intents)),
             self._sk_proba("category", texts, nc),
         )
-        if self.kind in ("tfidf_lr", "embed_lr", "hybrid"):
+        if self.kind in ("tfidf_lr", "embed_lr", "hybrid", "setfit"):
             return sk
         nn_i, nn_c = net_proba(self.net, self.tokenizer, texts, self.max_len)
         w = self.ensemble_weight
