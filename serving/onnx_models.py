@@ -137,7 +137,9 @@ class OnnxEncoder:
         self.max_len = max_len
 
     @classmethod
-    def build(cls, model_dir: str | Path, cache_dir: Path, quantise: bool) -> OnnxEncoder:
+    def build(
+        cls, model_dir: str | Path, cache_dir: Path, quantise: bool, max_len: int = 64
+    ) -> OnnxEncoder:
         # transformers is heavy to import (seconds): only code that loads a model pays.
         from transformers import AutoTokenizer
 
@@ -153,7 +155,7 @@ class OnnxEncoder:
                 dummy = _dummy_inputs(AutoTokenizer.from_pretrained(str(model_dir)))
                 _export(_Pooled.module(encoder), dummy, ["embedding"], path, quantise)
                 log.info("exported the query encoder to %s", path.name)
-        return cls(_session(path), AutoTokenizer.from_pretrained(str(model_dir)))
+        return cls(_session(path), AutoTokenizer.from_pretrained(str(model_dir)), max_len)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         enc = self.tokenizer(
@@ -175,19 +177,30 @@ def _dummy_inputs(tokenizer) -> dict:
 
 
 class OnnxIntent:
-    """Drop-in for IntentPredictor.predict_proba: the net's heads through ONNX Runtime; TF-IDF
-    parts (tfidf_lr, the ensemble's other half) stay scikit-learn, already fast."""
+    """Drop-in for IntentPredictor.predict_proba through ONNX Runtime: the fine-tune's net
+    with its heads (finetune, the ensemble's neural half), or the encoder whose sentence
+    vectors the embedding kinds' logistic regressions read (embed_lr, hybrid, setfit; always
+    fp32, as the query encoder: their heads were fitted on PyTorch's vectors). TF-IDF parts
+    (tfidf_lr, the hybrid's n-grams, the ensemble's other half) stay scikit-learn, already
+    fast."""
 
-    def __init__(self, predictor, session=None):
+    def __init__(self, predictor, session=None, encoder: OnnxEncoder | None = None):
         self.predictor = predictor
         self.session = session
+        self.encoder = encoder
         self.intents = predictor.intents
         self.categories = predictor.categories
 
     @classmethod
     def build(cls, predictor, model_dir: str | Path, cache_dir: Path, quantise: bool):
-        if predictor.kind not in ("finetune", "ensemble") or predictor.net is None:
+        if predictor.net is None:
             return cls(predictor)  # nothing neural on the request path
+        if predictor.kind in predictor.EMBEDDING_KINDS:
+            # The bundle keeps the encoder's own folder (IntentPredictor.save).
+            encoder = OnnxEncoder.build(
+                Path(model_dir) / "encoder", cache_dir, quantise=False, max_len=predictor.max_len
+            )
+            return cls(predictor, encoder=encoder)
         tag = "int8" if quantise else "fp32"
         path = cache_dir / f"intent-{_digest(Path(model_dir))}-{tag}.onnx"
         with _exclusive(path):
@@ -217,14 +230,14 @@ class OnnxIntent:
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         texts = list(texts)
         p = self.predictor
+        if self.encoder is not None:
+            return p.sk_proba(texts, vectors=self.encoder(texts))
         if self.session is None:
             return p.predict_proba(texts)
         nn_i, nn_c = self._net_proba(texts)
         if p.kind == "finetune":
             return nn_i, nn_c
-        nc = max(len(p.categories), 1)
-        sk_i = p._sk_proba("intent", texts, len(p.intents))
-        sk_c = p._sk_proba("category", texts, nc)
+        sk_i, sk_c = p.sk_proba(texts)
         w = p.ensemble_weight
         return w * nn_i + (1 - w) * sk_i, w * nn_c + (1 - w) * sk_c
 

@@ -156,32 +156,40 @@ class IntentPredictor:
         self.sklearn = sklearn or {}
         self.ensemble_weight = ensemble_weight
 
-    def _sk_proba(self, name: str, texts: Sequence[str], n: int) -> np.ndarray:
+    EMBEDDING_KINDS = ("embed_lr", "hybrid", "setfit")  # their heads read sentence vectors
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence vectors of the encoder in `net` (embedding kinds only), by PyTorch."""
+        return embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
+
+    def sk_proba(self, texts: Sequence[str], vectors: np.ndarray | None = None):
+        """(intent, category) probabilities of the scikit-learn heads. The embedding kinds
+        take `vectors` from another runtime (serving's ONNX encoder) when given."""
+        texts = list(texts)
+        x = texts
+        if self.kind in self.EMBEDDING_KINDS:
+            x = self.embed(texts) if vectors is None else vectors
+            if self.kind == "hybrid":
+                x = hybrid_matrix(self.sklearn["vectorizer"], texts, x)
+        return (
+            self._head_proba("intent", x, len(texts), len(self.intents)),
+            self._head_proba("category", x, len(texts), max(len(self.categories), 1)),
+        )
+
+    def _head_proba(self, name: str, x, rows: int, n: int) -> np.ndarray:
         model = self.sklearn.get(name)
         if model is None:
-            return np.full((len(texts), n), 1.0 / max(n, 1))
-        out = np.zeros((len(texts), n))
-        out[:, model.classes_] = model.predict_proba(self._sk_input(texts))
+            return np.full((rows, n), 1.0 / max(n, 1))
+        out = np.zeros((rows, n))
+        out[:, model.classes_] = model.predict_proba(x)
         return out
-
-    def _sk_input(self, texts: Sequence[str]):
-        if self.kind in ("embed_lr", "setfit"):
-            return embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
-        if self.kind == "hybrid":
-            vectors = embed(self.net.encoder, self.tokenizer, list(texts), self.max_len)
-            return hybrid_matrix(self.sklearn["vectorizer"], texts, vectors)
-        return list(texts)
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         texts = list(texts)
-        nc = max(len(self.categories), 1)
         if self.kind == "finetune":
             return net_proba(self.net, self.tokenizer, texts, self.max_len)
-        sk = (
-            self._sk_proba("intent", texts, len(self.intents)),
-            self._sk_proba("category", texts, nc),
-        )
-        if self.kind in ("tfidf_lr", "embed_lr", "hybrid", "setfit"):
+        sk = self.sk_proba(texts)
+        if self.kind != "ensemble":
             return sk
         nn_i, nn_c = net_proba(self.net, self.tokenizer, texts, self.max_len)
         w = self.ensemble_weight
