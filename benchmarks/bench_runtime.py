@@ -4,7 +4,8 @@
     python -m benchmarks.bench_runtime
 
 Record `intent_encoder_speedup`: PyTorch ms per query / ONNX int8 ms per query for the
-fine-tuned MiniLM intent net, one query per call (as /intent and /search call it), one thread
+fine-tuned MiniLM intent net (and `intent_hybrid_speedup`, the same for the hybrid candidate's
+frozen encoder under ONNX fp32), one query per call (as /intent and /search call it), one thread
 each, on the intent test split's queries. `params` carry the macro-F1 of both on that split
 (intent and category heads) and their change, the fp32 ONNX figures, and the query encoder's
 own speed-up and cosine agreement with PyTorch.
@@ -65,7 +66,7 @@ def bench_intent(max_steps: int = 120, seed: int = 0) -> list[dict]:
     data = data[data["query"].notna() & data["intent"].isin(INTENTS)].assign(source="simulated")
     args = IntentTrainArgs(
         out_dir=str(tmp / "runs"),
-        candidates=("finetune",),
+        candidates=("finetune", "hybrid"),
         tensorboard=False,
         max_steps=max_steps,
         seed=seed,
@@ -117,7 +118,27 @@ def bench_intent(max_steps: int = 120, seed: int = 0) -> list[dict]:
     }
     return [
         record("intent_encoder_speedup", ms["torch"] / ms["onnx-int8"], "x", 1.0, params),
+        _hybrid_record(res.candidates["hybrid"], queries, test, tmp),
     ]
+
+
+def _hybrid_record(predictor, queries: list[str], test, tmp: Path) -> dict:
+    """The hybrid (TF-IDF beside frozen MiniLM vectors): its encoder under ONNX fp32 against
+    PyTorch, the logistic regressions the same on both."""
+    model_dir = predictor.save(tmp / "intent_hybrid")
+    runtimes = {
+        "torch": predictor,
+        "onnx": OnnxIntent.build(predictor, model_dir, tmp / "onnx", quantise=False),
+    }
+    ms = {k: _ms_per_query(m.predict_proba, queries) for k, m in runtimes.items()}
+    f1 = {k: _macro_f1(m.predict_proba(queries), test, predictor) for k, m in runtimes.items()}
+    params = {
+        "queries": len(queries),
+        "ms_per_query": {k: round(v, 3) for k, v in ms.items()},
+        "macro_f1": {k: {h: round(x, 4) for h, x in v.items()} for k, v in f1.items()},
+        "baseline": "PyTorch, same weights, same queries, one query per call",
+    }
+    return record("intent_hybrid_speedup", ms["torch"] / ms["onnx"], "x", 1.0, params)
 
 
 def run_all() -> list[dict]:

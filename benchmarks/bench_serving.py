@@ -19,6 +19,7 @@ Records {name, value, unit, baseline_value, ratio, params}:
                                          params.by_endpoint splits both per endpoint (c1 p50,
                                          c8 p50/p99), to see whether cheap calls queue
     intent_encoder_speedup               see benchmarks.bench_runtime
+    intent_hybrid_speedup                see benchmarks.bench_runtime
 
 Both servers run on this machine against the same PostgreSQL registry and a private
 redis-server; the load comes from a separate process (threads, fixed concurrency), and the same
