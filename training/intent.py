@@ -64,7 +64,7 @@ class IntentTrainArgs:
         300, "fine-tune optimiser steps at least, however small the set; 0 = --epochs alone"
     )
     layer_decay: float = arg(
-        0.9, "learning-rate factor per encoder layer below the heads (1 = one rate for all)"
+        1.0, "learning-rate factor per encoder layer below the heads (1 = one rate for all)"
     )
     lr_grid: tuple[float, ...] = arg((5e-5,), "comma list of fine-tune learning rates to try")
     weight_decay: float = arg(0.01, "AdamW weight decay")
