@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
         out_dir=str(out), max_len=16, batch_size=16, epochs=1, max_steps=4, eval_every=2, seed=0,
         candidates=("tfidf_lr", "embed_lr", "hybrid", "setfit", "finetune", "ensemble"),
         setfit_max_pairs=32,  # two contrastive steps: CPU fine-tuning is slow
+        cv_below=0,  # the cross-validation has a test of its own
     )  # fmt: skip
     return train(args, data=intent_queries(240))
 
@@ -208,3 +209,24 @@ def test_layer_wise_decay_gives_lower_layers_smaller_rates():
     assert rate[id(named["encoder.encoder.layer.0.output.dense.weight"])] == 0.125
     assert rate[id(named["encoder.embeddings.word_embeddings.weight"])] == 0.0625
     assert len(rate) == len(named)  # every parameter in exactly one group
+
+
+def test_a_small_set_report_adds_k_fold_intervals(tmp_path):
+    """Under --cv-below queries the report carries a cross-validation of the job's own
+    candidates (embed_lr is the tuned one there), each a mean with an interval over folds;
+    at or above it, none."""
+    data = intent_queries(120)
+    args = IntentTrainArgs(
+        out_dir=str(tmp_path), candidates=("tfidf_lr", "embed_lr"), tensorboard=False,
+        cv_below=200, cv_folds=3,
+    )  # fmt: skip
+    res = train(args, data=data)
+    cv = res.cross_validation
+    assert cv["folds"] == 3 and cv["data"]["queries"] == 120
+    assert set(cv["summary"].test) == {"tfidf_lr", "embed_lr_tuned"}
+    for ci in cv["summary"].test.values():
+        assert ci.n == 3 and ci.low <= ci.mean <= ci.high
+    report = json.loads((res.folder / "report.json").read_text())
+    assert report["cross_validation"]["summary"]["test"]["tfidf_lr"]["n"] == 3
+    big = train(IntentTrainArgs(**{**vars(args), "cv_below": 120}), data=data)
+    assert big.cross_validation is None

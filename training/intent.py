@@ -18,10 +18,14 @@ Candidates (--candidates), all on the same query-disjoint split:
 
 The logistic regressions take their C from a grid, by validation macro-F1 (a fixed C leaves
 30+ classes from a few examples each under-regularised). The one with the best validation
-score ships; the test split is read once, for the report. Weak labels only ever go into the
-training split, so validation and test stay human-labelled, and they are admitted only when
-they raise the winner's labelled validation macro-F1: with --weak-labels every candidate is
-trained with and without them and the report gives both.
+score ships; the test split is read once, for the report. A set of fewer than --cv-below
+queries also gets a --cv-folds cross-validation of the candidates in the report
+(`training.intent_cv`): one test split of a few hundred queries is noise.
+
+Weak labels only ever go into the training split, so validation and test stay
+human-labelled, and they are admitted only when they raise the winner's labelled validation
+macro-F1: with --weak-labels every candidate is trained with and without them and the report
+gives both.
 """
 
 from __future__ import annotations
@@ -34,60 +38,17 @@ import pandas as pd
 
 from governance.settings import get_settings
 from training.bundles import INTENT_FEATURE_SERVICE, save_intent
-from training.cli import arg, parse_dataclass
+from training.cli import parse_dataclass
 from training.common import pick_device, run_dir, seed_everything, tb_writer
+from training.intent_args import IntentTrainArgs
 from training.intent_candidates import fit_candidates
-from training.intent_data import (
-    SPLIT_SEED,
-    TEST_FRAC,
-    VAL_FRAC,
-    load_csv,
-    load_labelled,
-    split_queries,
-)
+from training.intent_cv import for_intent_job
+from training.intent_data import load_csv, load_labelled, split_queries
 from training.intent_finetune import score
 from training.intent_model import IntentPredictor
 from training.perturb import robustness
 from training.report import plot_confusion, write_report
 from training.weak_labels import rule_counts, weak_labels
-
-
-@dataclass
-class IntentTrainArgs:
-    out_dir: str = arg("runs", "folder for the run's report and TensorBoard logs")
-    csv: str | None = arg(None, "labelled queries CSV (query,intent,category) instead of the DB")
-    weak_labels: bool = arg(False, "try weak labels from search sessions (kept only if they help)")
-    max_len: int = arg(32, "tokens per query")
-    batch_size: int = arg(32, "fine-tune batch size")
-    epochs: int = arg(4, "fine-tune epochs (more when --min-steps asks for more)")
-    min_steps: int = arg(
-        300, "fine-tune optimiser steps at least, however small the set; 0 = --epochs alone"
-    )
-    layer_decay: float = arg(
-        1.0, "learning-rate factor per encoder layer below the heads (1 = one rate for all)"
-    )
-    lr_grid: tuple[float, ...] = arg((5e-5,), "comma list of fine-tune learning rates to try")
-    weight_decay: float = arg(0.01, "AdamW weight decay")
-    warmup_frac: float = arg(0.1, "share of steps with linear learning-rate warm-up")
-    label_smoothing: float = arg(0.1, "label smoothing of the intent loss")
-    category_weight: float = arg(1.0, "weight of the category head's loss")
-    patience: int = arg(2, "evaluations without improvement before stopping")
-    eval_every: int = arg(0, "steps between validations; 0 = about ten a run, at most one an epoch")
-    max_steps: int = arg(0, "stop after this many optimiser steps; 0 = no cap")
-    grad_clip: float = arg(1.0, "gradient norm clip")
-    val_frac: float = arg(VAL_FRAC, "share of queries for validation (model selection)")
-    test_frac: float = arg(TEST_FRAC, "share of queries for the test report")
-    seed: int = arg(SPLIT_SEED, "random seed")
-    device: str = arg("auto", "auto, cpu, cuda or cuda:N")
-    tensorboard: bool = arg(True, "write TensorBoard logs under the run folder")
-    save_model: bool = arg(False, "put the validation winner in the BentoML model store")
-    setfit_pairs: int = arg(10, "SetFit: query pairs drawn per labelled query")
-    setfit_max_pairs: int = arg(8000, "SetFit: cap on the pairs (its optimiser steps x batch)")
-    setfit_lr: float = arg(2e-5, "SetFit: the encoder's learning rate")
-    candidates: tuple[str, ...] = arg(
-        ("tfidf_lr", "embed_lr", "hybrid", "finetune", "ensemble"),
-        "comma list of models to train and compare",
-    )
 
 
 @dataclass
@@ -172,6 +133,7 @@ class IntentResult:
     report: Path
     weak: WeakLabelDecision | None = None
     tag: str | None = None
+    cross_validation: dict | None = None  # k-fold summary, for sets under --cv-below
 
 
 def load_data(args: IntentTrainArgs, data: pd.DataFrame | None, settings) -> pd.DataFrame:
@@ -307,6 +269,8 @@ def train(
         seed=args.seed,
         label_set=split.intents,
     )
+    # A small set's one test split is noise: its report also gives k-fold means and intervals.
+    cross_validation = for_intent_job(split.data, args)
     plot_confusions(folder, shipped, split.intents)
     lineage = intent_lineage(split, shipped, weak_offered)
     body = {
@@ -318,6 +282,7 @@ def train(
         "validation": shipped.validation,
         "test": shipped.test,
         "robustness": robust,
+        "cross_validation": cross_validation,
         "weak_labels": decision.asdict() if decision else None,
         "tuning": shipped.tuning,
         "fit_seconds": shipped.fit_seconds,
@@ -339,6 +304,7 @@ def train(
         folder=folder,
         report=report,
         weak=decision,
+        cross_validation=cross_validation,
     )
     if args.save_model:
         result.tag = save_intent(
@@ -368,6 +334,12 @@ def main(argv: list[str] | None = None) -> IntentResult:
         )
     for row in res.robustness:
         print(f"  winner, test {row.perturbation:13s} intent macro-F1 {row.macro_f1:.4f}")
+    if res.cross_validation:
+        cv = res.cross_validation
+        print(f"  {cv['folds']}-fold cross-validation, test intent macro-F1 (mean, t interval):")
+        for name, ci in cv["summary"].test.items():
+            print(f"    {name:15s} {ci}")
+        print(f"    validation winner {cv['summary'].shipped}")
     return res
 
 

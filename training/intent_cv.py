@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from training.cli import arg, parse_dataclass
 from training.common import minilm_path, pick_device, run_dir, write_json
-from training.intent import IntentTrainArgs
+from training.intent_args import IntentTrainArgs
 from training.intent_fewshot import (
     C_GRID,
     SetFitArgs,
@@ -36,7 +36,7 @@ from training.intent_fewshot import (
     lexical_tfidf,
     tune_c,
 )
-from training.intent_finetune import finetune
+from training.intent_finetune import finetune, plan_steps
 from training.intent_model import IntentPredictor, embed, hybrid_matrix, load_encoder
 from training.metrics import Interval, macro_f1, t_interval
 from training.perturb import PERTURBATIONS, perturb_all
@@ -68,6 +68,11 @@ def load_queries(path: str) -> pd.DataFrame:
         df = df.rename(columns={"intent": "label"})
     if not {"query", "label"} <= set(df.columns):
         raise SystemExit(f"{path}: need columns query and label (or intent)")
+    return load_frame(df)
+
+
+def load_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Queries and labels as the folds need them: stripped, non-empty, one row per text."""
     df = df.dropna(subset=["query", "label"])
     df["query"] = df["query"].astype(str).str.strip()
     df["label"] = df["label"].astype(str)
@@ -244,6 +249,44 @@ def run(df: pd.DataFrame, args: IntentCVArgs) -> dict:
     }
     write_json(folder / "report.json", body)
     return {**body, "folder": folder}
+
+
+# The intent job's candidate names, as this module calls them (the job's embed_lr tunes C).
+JOB_CANDIDATES = {
+    "tfidf_lr": "tfidf_lr",
+    "embed_lr": "embed_lr_tuned",
+    "hybrid": "hybrid",
+    "setfit": "setfit",
+    "finetune": "finetune",
+}
+
+
+def for_intent_job(data: pd.DataFrame, job: IntentTrainArgs) -> dict | None:
+    """The cross-validation the intent job adds to its report for a small labelled set (fewer
+    than job.cv_below distinct queries): job.cv_folds stratified folds over the job's own
+    candidates (the ensemble has no counterpart here), with its C grids, SetFit settings and
+    the number of fine-tune steps its schedule would give a fold. None for a large set."""
+    df = load_frame(data.rename(columns={"intent": "label"}))
+    if len(df) >= job.cv_below or job.cv_folds < 2:
+        return None
+    fold_train = int(len(df) * (1 - 1 / job.cv_folds) * (1 - job.val_frac))
+    args = IntentCVArgs(
+        csv="",
+        folds=job.cv_folds,
+        val_frac=job.val_frac,
+        candidates=tuple(JOB_CANDIDATES[c] for c in job.candidates if c in JOB_CANDIDATES),
+        setfit_pairs=job.setfit_pairs,
+        setfit_max_pairs=job.setfit_max_pairs,
+        setfit_lr=job.setfit_lr,
+        finetune_steps=plan_steps(fold_train, job).total,
+        finetune_lr=job.lr_grid[0],
+        max_len=job.max_len,
+        seed=job.seed,
+        device=job.device,
+        out_dir=job.out_dir,
+    )
+    res = run(df, args)
+    return {"folds": job.cv_folds, "data": res["data"], "summary": res["summary"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
