@@ -20,7 +20,7 @@ optimiser steps with early stopping on the fold's validation part).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -131,7 +131,9 @@ class _Frozen:
         return np.stack([self.cache[t] for t in texts])
 
 
-def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> FoldResult:
+def run_fold(
+    df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device, job: IntentTrainArgs
+) -> FoldResult:
     q, y = df["query"].to_numpy(), df["label"].to_numpy()
     labels = sorted(set(y))
     pert = {k: perturb_all(q[te], k, args.seed) for k in PERTURBATIONS}
@@ -175,7 +177,7 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
         predictors["setfit"] = lambda t, m=head.model, sx=sx: m.predict(sx(t))
         c["setfit"] = head.c
     if "finetune" in want:
-        predictors["finetune"] = _finetuned(q, y, tr, va, labels, args, device)
+        predictors["finetune"] = _finetuned(q, y, tr, va, labels, args, device, job)
     val = {n: macro_f1(y[va], p(q[va]), labels) for n, p in predictors.items()}
     test = {n: macro_f1(y[te], p(q[te]), labels) for n, p in predictors.items()}
     winner = max(val, key=val.get)
@@ -183,9 +185,11 @@ def run_fold(df, tr, va, te, args: IntentCVArgs, frozen: _Frozen, device) -> Fol
     return FoldResult(val, test, winner, c, rob, setfit_stats)
 
 
-def _finetuned(q, y, tr, va, labels: list, args: IntentCVArgs, device):
-    """The intent job's fine-tune on one fold (intent head only), as a predict function."""
-    job = IntentTrainArgs(
+def _finetuned(q, y, tr, va, labels: list, args: IntentCVArgs, device, job: IntentTrainArgs):
+    """The intent job's fine-tune on one fold (intent head only), as a predict function:
+    `job`'s settings (batch size, schedule, decay) for exactly args.finetune_steps steps."""
+    job = replace(
+        job,
         max_len=args.max_len,
         min_steps=args.finetune_steps,
         max_steps=args.finetune_steps,
@@ -223,7 +227,10 @@ def summarise(results: list[FoldResult]) -> Summary:
     )
 
 
-def run(df: pd.DataFrame, args: IntentCVArgs) -> dict:
+def run(df: pd.DataFrame, args: IntentCVArgs, job: IntentTrainArgs | None = None) -> dict:
+    """Every fold of every repeat; `job` (the intent job's arguments, defaults when None)
+    sets the fine-tune's batch size, schedule and decay."""
+    job = job or IntentTrainArgs()
     t0 = time.time()
     unknown = set(args.candidates) - set(ALL)
     if unknown:
@@ -235,7 +242,7 @@ def run(df: pd.DataFrame, args: IntentCVArgs) -> dict:
     results = []
     for r, f, tr_all, te in tqdm(splits, desc="intent folds"):
         tr, va = _val_split(y, tr_all, args.val_frac, args.seed + 97 * r + f)
-        results.append(run_fold(df, tr, va, te, args, frozen, device))
+        results.append(run_fold(df, tr, va, te, args, frozen, device, job))
     summary = summarise(results)
     folder = run_dir(args.out_dir, "intent_cv")
     body = {
@@ -266,8 +273,10 @@ def for_intent_job(data: pd.DataFrame, job: IntentTrainArgs) -> dict | None:
     than job.cv_below distinct queries): job.cv_folds stratified folds over the job's own
     candidates (the ensemble has no counterpart here), with its C grids, SetFit settings and
     the number of fine-tune steps its schedule would give a fold. None for a large set."""
+    if job.cv_below <= 0 or job.cv_folds < 2:
+        return None
     df = load_frame(data.rename(columns={"intent": "label"}))
-    if len(df) >= job.cv_below or job.cv_folds < 2:
+    if len(df) >= job.cv_below:
         return None
     fold_train = int(len(df) * (1 - 1 / job.cv_folds) * (1 - job.val_frac))
     args = IntentCVArgs(
@@ -285,8 +294,13 @@ def for_intent_job(data: pd.DataFrame, job: IntentTrainArgs) -> dict | None:
         device=job.device,
         out_dir=job.out_dir,
     )
-    res = run(df, args)
-    return {"folds": job.cv_folds, "data": res["data"], "summary": res["summary"]}
+    res = run(df, args, job)
+    return {
+        "folds": job.cv_folds,
+        "data": res["data"],
+        "summary": res["summary"],
+        "report": str(res["folder"] / "report.json"),  # every fold's figures
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
